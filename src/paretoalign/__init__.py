@@ -1,0 +1,3 @@
+"""paretoalign: multi-objective alignment of language models."""
+
+__version__ = "0.1.0"

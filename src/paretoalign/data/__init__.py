@@ -1,0 +1,1 @@
+"""Data layer: preference pairs, absolute ratings and rankings in TRL's formats."""
