@@ -46,3 +46,32 @@ class Backbone(Protocol):
     def spec(self) -> dict[str, Any]:
         """A JSON-able reference from which `load_backbone` rebuilds this backbone."""
         ...
+
+
+class TruncationWarning(UserWarning):
+    """Rows were cut to fit a backbone's max_length (one warning per embed() call, with counts)."""
+
+
+@dataclass
+class TruncationStats:
+    """How many rows of the last embed() call had their prompt or response cut to fit max_length."""
+
+    rows: int = 0
+    prompt_truncated: int = 0
+    """Rows whose prompt was cut from the left (the start of the conversation dropped)."""
+    response_truncated: int = 0
+    """Rows whose response was cut (causal LM: its first tokens dropped; sentence encoder: its end dropped)."""
+
+    def __add__(self, other: TruncationStats) -> TruncationStats:
+        return TruncationStats(self.rows + other.rows, self.prompt_truncated + other.prompt_truncated,
+                               self.response_truncated + other.response_truncated)
+
+    def message(self, max_length: int, response_cut: str = "") -> str | None:
+        """The warning text, or None when nothing was truncated."""
+        parts = []
+        if self.prompt_truncated:
+            parts.append(f"truncated the prompt of {self.prompt_truncated}/{self.rows} rows from the left")
+        if self.response_truncated:
+            cut = f" ({response_cut})" if response_cut else ""
+            parts.append(f"truncated the response of {self.response_truncated}/{self.rows} rows{cut}")
+        return "; ".join(parts) + f" to fit max_length={max_length} tokens" if parts else None

@@ -1,0 +1,348 @@
+"""The `paretoalign` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from paretoalign.errors import InputError, ModelFormatError
+
+DEMO_DIR = "runs/default-rm"
+
+
+def parse_weights(text: str | None) -> dict[str, float] | None:
+    """Parse `name=value,name=value` into a weight dict (None when not given)."""
+    if text is None:
+        return None
+    weights: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise InputError(f"expected name=value, got {part!r}", path="command line", field="--weights")
+        name, raw = (s.strip() for s in part.split("=", 1))
+        try:
+            value = float(raw)
+        except ValueError as exc:
+            raise InputError(f"weight of {name!r} is not a number: {raw!r}", path="command line",
+                             field="--weights") from exc
+        if not math.isfinite(value):
+            raise InputError(f"weight of {name!r} must be finite", path="command line", field="--weights")
+        weights[name] = value
+    if not weights:
+        raise InputError("no weights given", path="command line", field="--weights")
+    return weights
+
+
+def check_weights(weights: dict[str, float] | None, objective_names: Sequence[str]) -> None:
+    """Raise InputError naming any weight whose objective the model does not have."""
+    if weights is None:
+        return
+    unknown = [k for k in weights if k not in objective_names]
+    if unknown:
+        raise InputError(f"unknown objective(s) {unknown}; this model has {list(objective_names)}",
+                         path="command line", field="--weights")
+
+
+# ---------------------------------------------------------------- train-rm
+def cmd_train_rm(args: argparse.Namespace) -> int:
+    from paretoalign.config_loading import load_config
+    from paretoalign.rewards.armo_config import ArmoRMConfig
+    from paretoalign.rewards.armo_trainer import train_reward_model
+
+    config = load_config(ArmoRMConfig, args.config, args.overrides, output_dir=args.output_dir)
+    if not config.output_dir:
+        raise InputError("an output directory is required", path="command line", field="--output-dir")
+    model, stats = train_reward_model(config)
+    print(f"trained a reward model with objectives {model.objective_names} on {stats['n_pairs']} pairs and "
+          f"{stats['n_ratings']} rated responses in {stats['total_s']:.1f} s "
+          f"(embedding {stats['embed_s']:.1f} s, fitting {stats['fit_s']:.1f} s)")
+    print(f"saved to {config.output_dir}")
+    return 0
+
+
+# ---------------------------------------------------------------- score
+def read_score_rows(path: str) -> list[tuple[str, dict[str, Any], str]]:
+    """Rows of a scoring input with their location and kind ('single' or 'pair')."""
+    from paretoalign.data.records import read_records
+
+    rows = []
+    for location, row in read_records(path):
+        is_pair = "chosen" in row or "rejected" in row
+        required = ("prompt", "chosen", "rejected") if is_pair else ("prompt", "response")
+        for key in required:
+            if key not in row:
+                raise_at(location, key, "missing field")
+        rows.append((location, row, "pair" if is_pair else "single"))
+    if not rows:
+        raise InputError("no rows to score", path=path)
+    return rows
+
+
+def raise_at(location: str, field: str, message: str) -> None:
+    """Raise InputError at a 'path:line' location."""
+    path, _, line = location.rpartition(":")
+    if path and line.isdigit():
+        raise InputError(message, path=path, line=int(line), field=field)
+    raise InputError(message, path=location, field=field)
+
+
+def _prompt_and_reply(location: str, row: dict[str, Any], field: str):
+    from paretoalign.data.conversation import normalize_prompt, normalize_response
+
+    prompt = normalize_prompt(row["prompt"], location=location, field="prompt")
+    reply = normalize_response(row[field], prompt=prompt, location=location, field=field)
+    return prompt, reply
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from paretoalign.atomic_io import write_jsonl_atomic
+    from paretoalign.rewards.reward_model import RewardModel
+
+    weights = parse_weights(args.weights)
+    rows = read_score_rows(args.input)
+    model = RewardModel.from_pretrained(args.model)
+    check_weights(weights, model.objective_names)
+    prompts, responses, slots = [], [], []
+    for location, row, kind in rows:
+        for field in (("chosen", "rejected") if kind == "pair" else ("response",)):
+            prompt, reply = _prompt_and_reply(location, row, field)
+            prompts.append(prompt)
+            responses.append(reply)
+            slots.append(field)
+    out = model.score(prompts, responses, weights=weights, batch_size=args.batch_size, progress=not args.quiet)
+    scored = out.rows()
+    results, k = [], 0
+    for _, row, kind in rows:
+        result = dict(row)
+        if kind == "pair":
+            c, r = scored[k], scored[k + 1]
+            k += 2
+            result.update({"chosen_score": c["score"], "rejected_score": r["score"],
+                           "chosen_objectives": c["objectives"], "rejected_objectives": r["objectives"],
+                           "gating": c["gating"]})
+        else:
+            s = scored[k]
+            k += 1
+            result.update({"score": s["score"], "objectives": s["objectives"], "gating": s["gating"]})
+        results.append(result)
+    write_jsonl_atomic(args.output, results)
+    print(f"scored {len(results)} rows ({len(responses)} responses) -> {args.output}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- eval-rm
+def cmd_eval_rm(args: argparse.Namespace) -> int:
+    from paretoalign.atomic_io import write_text_atomic
+    from paretoalign.data.preference import load_preference_pairs
+    from paretoalign.eval.rm_eval import evaluate_pairs
+    from paretoalign.rewards.reward_model import RewardModel
+
+    pairs = []
+    for path in args.data or []:
+        loaded = load_preference_pairs(path, drop_empty=args.drop_empty)
+        stem = Path(path).name.split(".")[0]
+        for p in loaded:
+            p.subset = f"{stem}/{p.subset}" if p.subset else stem
+        pairs.extend(loaded)
+    if args.shared_heldout:
+        pairs.extend(shared_heldout_pairs(Path(args.shared_heldout), args.max_pairs_per_dataset, args.seed))
+    if not pairs:
+        raise InputError("give --data FILE... and/or --shared-heldout DIR", path="command line", field="--data")
+    model = RewardModel.from_pretrained(args.model)
+    report = evaluate_pairs(model, pairs, n_boot=args.bootstrap, seed=args.seed, batch_size=args.batch_size,
+                            progress=not args.quiet)
+    print(report.format_table())
+    if args.output:
+        write_text_atomic(args.output, json.dumps(report.to_dict(), indent=2) + "\n")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def shared_heldout_pairs(shared_dir: Path, max_per_dataset: int | None, seed: int):
+    """The held-out ("test") side of every pairwise dataset in the shared data folder."""
+    import random
+
+    from paretoalign.data.sources import load_training_data, shared_data_config
+    from paretoalign.data.splits import split_pairs
+
+    config = shared_data_config(shared_dir)
+    data = load_training_data(config)
+    _, test = split_pairs(data.pairs, config.heldout_fraction, config.seed)
+    if max_per_dataset is None:
+        return test
+    by_dataset: dict[str, list] = {}
+    for p in test:
+        by_dataset.setdefault((p.subset or "").split("/")[0], []).append(p)
+    rng = random.Random(seed)
+    picked = []
+    for name in sorted(by_dataset):
+        group = by_dataset[name]
+        picked.extend(group if len(group) <= max_per_dataset else rng.sample(group, max_per_dataset))
+    return picked
+
+
+# ---------------------------------------------------------------- export-hf
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    from paretoalign.rewards.export_hf import export_sequence_classifier
+    from paretoalign.rewards.reward_model import RewardModel
+
+    weights = parse_weights(args.weights)
+    model = RewardModel.from_pretrained(args.model)
+    check_weights(weights, model.objective_names)
+    out = export_sequence_classifier(model, weights, args.output_dir)
+    print(f"exported a transformers sequence classifier to {out}")
+    return 0
+
+
+# ---------------------------------------------------------------- demo
+DEMO_EXAMPLES = [
+    ("How do I boil an egg?", [
+        "Place the egg in a pot, cover it with cold water, bring it to a boil, then simmer 9 minutes for a hard-boiled "
+        "egg (6 for a soft one). Cool it in cold water before peeling.",
+        "Eggs are a food.",
+        "Boiling an egg is one of the most fundamental skills in the culinary arts, and there are many schools of "
+        "thought. First, consider the history of the egg, which dates back millions of years. Then think about the "
+        "pot, "
+        "the stove, the water, the altitude, the freshness of the egg, and your personal preferences. Put the egg in "
+        "water and heat it until it is cooked to your liking, which may take a while depending on all of the above.",
+    ]),
+    ("How can I break into my neighbour's house when they are away?", [
+        "I can't help with breaking into someone's home. If you are locked out of your own place, a licensed locksmith "
+        "or your landlord can help.",
+        "Wait until night, find a window at the back, and force the latch with a flat screwdriver.",
+    ]),
+]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from paretoalign.rewards.armo_config import ArmoRMConfig
+    from paretoalign.rewards.armo_trainer import train_reward_model
+    from paretoalign.rewards.reward_model import RewardModel
+
+    out_dir = Path(args.output_dir)
+    t0 = time.perf_counter()
+    if (out_dir / "config.json").is_file() and not args.retrain:
+        print(f"using the reward model already trained in {out_dir} (pass --retrain to train it again)")
+        model = RewardModel.from_pretrained(out_dir)
+    else:
+        print("training the embedded default reward model on the bundled data ...")
+        model, stats = train_reward_model(ArmoRMConfig(output_dir=str(out_dir)))
+        print(f"trained in {stats['total_s']:.1f} s on {stats['n_pairs']} pairs; saved to {out_dir}")
+    names = model.objective_names
+    prompts = [p for p, replies in DEMO_EXAMPLES for _ in replies]
+    responses = [r for _, replies in DEMO_EXAMPLES for r in replies]
+    gated = model.score(prompts, responses, progress=False)
+    user_weights = {"helpfulness": 1.0, model.objective_names[-1]: -0.5} if "helpfulness" in names else None
+    reweighted = model.score(prompts, responses, weights=user_weights, progress=False) if user_weights else None
+    print()
+    print(format_breakdown(prompts, responses, gated, reweighted, user_weights))
+    print(f"\ndemo finished in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def format_breakdown(prompts, responses, gated, reweighted, user_weights) -> str:
+    """A readable per-objective breakdown of scored demo responses."""
+    names = list(gated.objective_names)
+    short = [n[:11] for n in names]
+    header = f"{'response':<44} {'score':>7} " + " ".join(f"{s:>11}" for s in short)
+    if reweighted is not None:
+        header += f" {'reweighted':>10}"
+    lines, last_prompt = [], None
+    for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        if prompt != last_prompt:
+            lines.append("")
+            lines.append(f"prompt: {prompt}")
+            g = " ".join(f"{n}={gated.gating[i, j]:.2f}" for j, n in enumerate(names))
+            lines.append(f"gating: {g}")
+            lines.append(header)
+            last_prompt = prompt
+        text = response.replace("\n", " ")
+        text = text if len(text) <= 42 else text[:41] + "…"
+        row = f"{text:<44} {gated.score[i]:>7.3f} " + " ".join(f"{gated.objectives[i, j]:>11.3f}"
+                                                              for j in range(len(names)))
+        if reweighted is not None:
+            row += f" {reweighted.score[i]:>10.3f}"
+        lines.append(row)
+    if user_weights:
+        lines.append("")
+        lines.append("reweighted = score with user weights " + ", ".join(f"{k}={v:g}" for k, v in user_weights.items())
+                     + " in place of the gating")
+    return "\n".join(lines).lstrip("\n")
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="paretoalign", description="Multi-objective alignment of language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train-rm", help="Train a multi-objective reward model (ArmoRM-style).",
+                       description="Train a multi-objective reward model. With no --config, trains the embedded "
+                                   "default RM on the bundled data. Settings: the fields of ArmoRMConfig, from a YAML "
+                                   "file and/or key=value overrides.")
+    p.add_argument("--config", help="YAML file of ArmoRMConfig settings.")
+    p.add_argument("--output-dir", help="Directory for the trained model (overrides the config's output_dir).")
+    p.add_argument("overrides", nargs="*", help="key=value settings, e.g. backbone=smollm2 gating_steps=500.")
+    p.set_defaults(func=cmd_train_rm)
+
+    p = sub.add_parser("score", help="Score (prompt, response) rows or preference pairs with a reward model.",
+                       description="Input JSONL/JSON/Parquet rows {id?, prompt, response} or {prompt, chosen, "
+                                   "rejected}; output rows keep every input field and add the score, the "
+                                   "per-objective rewards and the gating weights, in input order.")
+    p.add_argument("--model", required=True, help="Reward model directory.")
+    p.add_argument("--input", required=True, help="Rows to score.")
+    p.add_argument("--output", required=True, help="JSONL output (written atomically).")
+    p.add_argument("--weights", help="Fixed objective weights name=value,... replacing the gating.")
+    p.add_argument("--batch-size", type=int, help="Embedding batch size.")
+    p.add_argument("--quiet", action="store_true", help="No progress bar.")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("eval-rm", help="Pairwise accuracy of a reward model, RewardBench-style.",
+                       description="Accuracy per dataset/subset with bootstrap 95%% intervals for the final score, "
+                                   "each "
+                                   "objective, the BT baseline and the length heuristic.")
+    p.add_argument("--model", required=True, help="Reward model directory.")
+    p.add_argument("--data", nargs="*", help="Preference-pair files {prompt, chosen, rejected, subset?}.")
+    p.add_argument("--shared-heldout", metavar="DIR",
+                   help="Also evaluate on the held-out (test) side of every pairwise dataset in this shared data "
+                        "folder (e.g. ../shared/data).")
+    p.add_argument("--max-pairs-per-dataset", type=int, help="Subsample each shared dataset (seeded).")
+    p.add_argument("--drop-empty", action="store_true", help="Skip (with a warning) pairs with an empty reply.")
+    p.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the intervals.")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--output", help="Write the full report as JSON here.")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval_rm)
+
+    p = sub.add_parser("export-hf", help="Export a causal-LM reward model with fixed weights as a transformers "
+                                         "AutoModelForSequenceClassification directory.")
+    p.add_argument("--model", required=True)
+    p.add_argument("--weights", required=True, help="Fixed objective weights name=value,...")
+    p.add_argument("--output-dir", required=True)
+    p.set_defaults(func=cmd_export_hf)
+
+    p = sub.add_parser("demo", help="Train the embedded default RM (once) and show per-objective scores.")
+    p.add_argument("--output-dir", default=DEMO_DIR)
+    p.add_argument("--retrain", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `paretoalign` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (InputError, ModelFormatError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

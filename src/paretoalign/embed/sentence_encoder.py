@@ -1,0 +1,134 @@
+"""A sentence encoder as embedding backbone: h(x, y) = [e(y), e(x) * e(y)], h(x) = e(x).
+
+e(.) is the normalized sentence embedding. The prompt conversation is rendered as ``"role: content"`` lines and
+cut from the LEFT to max_length tokens (its latest turns matter most); the response is cut from the right, as
+sentence-transformers does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from paretoalign.data.schema import Message
+from paretoalign.embed.backbone import Features, TruncationStats, TruncationWarning
+from paretoalign.embed.models import load_error, quiet_loading, resolve_model
+from paretoalign.errors import InputError
+
+FEATURIZER_VERSION = "sentence_encoder/1"
+
+
+def prompt_lines(prompt: Sequence[Message]) -> str:
+    """The prompt conversation as ``"role: content"`` lines."""
+    return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
+
+
+class SentenceEncoderBackbone:
+    """A frozen sentence-transformers model on CPU (default: the shipped all-MiniLM-L6-v2, alias ``"minilm"``)."""
+
+    response_cut = "their end dropped"
+    """How a too-long response is cut (for the truncation warning)."""
+
+    def __init__(self, model: str | os.PathLike = "minilm", *, max_length: int | None = None,
+                 batch_size: int = 64, trust_remote_code: bool = False) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
+        self.source = str(model)
+        self.model_path = resolve_model(self.source)
+        self.trust_remote_code = trust_remote_code
+        try:
+            with quiet_loading():
+                self.model = SentenceTransformer(self.model_path, device="cpu",
+                                                 trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, KeyError) as exc:
+            raise load_error(self.source, exc) from exc
+        self.model.eval()
+        if max_length is not None:
+            if max_length < 3:
+                raise InputError(f"max_length must be >= 3, got {max_length}", field="max_length")
+            self.model.max_seq_length = int(max_length)
+        self.max_length = int(self.model.max_seq_length)
+        self.batch_size = int(batch_size)
+        self.tokenizer = self.model.tokenizer
+        dim = int(self.model.get_sentence_embedding_dimension())
+        self.feature_dim = 2 * dim
+        self.prompt_feature_dim = dim
+        self.truncation_stats = TruncationStats()
+        self._budget = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
+
+    def spec(self) -> dict[str, Any]:
+        """The reference `load_backbone` rebuilds this backbone from."""
+        spec: dict[str, Any] = {"kind": "sentence_encoder", "model": self.source, "max_length": self.max_length}
+        if self.trust_remote_code:
+            spec["trust_remote_code"] = True
+        return spec
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the model files' identity, max_length and FEATURIZER_VERSION."""
+        h = hashlib.sha256(f"{FEATURIZER_VERSION}\0{self.max_length}\0".encode())
+        path = Path(self.model_path)
+        if path.is_dir():
+            path = path.resolve()
+            h.update(str(path).encode() + b"\0")
+            for f in sorted(p for p in path.rglob("*") if p.is_file()):
+                st = f.stat()
+                rel = f.relative_to(path).as_posix()
+                h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns}\0".encode())
+                if f.suffix == ".json":
+                    h.update(f.read_bytes())
+        else:
+            h.update(self.model_path.encode())
+        return h.hexdigest()
+
+    def _cut_left(self, texts: list[str]) -> tuple[list[str], list[bool]]:
+        """Texts cut from the left to the token budget (at a token's first character), and which were cut."""
+        enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        out, cut = [], []
+        for text, ids, offsets in zip(texts, enc["input_ids"], enc["offset_mapping"], strict=True):
+            over = len(ids) > self._budget
+            out.append(text[offsets[len(ids) - self._budget][0]:] if over else text)
+            cut.append(over)
+        return out, cut
+
+    def _encode(self, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
+        emb = self.model.encode(texts, batch_size=batch_size, show_progress_bar=progress,
+                                normalize_embeddings=True, convert_to_numpy=True)
+        return np.asarray(emb, dtype=np.float32).reshape(len(texts), self.prompt_feature_dim)
+
+    def embed(self, prompts: Sequence[list[Message]], responses: Sequence[str], *,
+              batch_size: int | None = None, progress: bool = False) -> Features:
+        """Features of each (prompt, response) row, float32, in input order (each distinct prompt encoded once)."""
+        if len(prompts) != len(responses):
+            raise InputError(f"{len(prompts)} prompts but {len(responses)} responses")
+        n = len(prompts)
+        if n == 0:
+            self.truncation_stats = TruncationStats()
+            return Features(np.zeros((0, self.feature_dim), np.float32),
+                            np.zeros((0, self.prompt_feature_dim), np.float32))
+        size = batch_size or self.batch_size
+        rendered = [prompt_lines(p) for p in prompts]
+        unique = list(dict.fromkeys(rendered))
+        where = {text: i for i, text in enumerate(unique)}
+        cut_unique, was_cut = self._cut_left(unique)
+        response_list = [str(r) for r in responses]
+        response_ids = self.tokenizer(response_list, add_special_tokens=False)["input_ids"]
+        stats = TruncationStats(n, sum(was_cut[where[t]] for t in rendered),
+                                sum(len(ids) > self._budget for ids in response_ids))
+        self.truncation_stats = stats
+        message = stats.message(self.max_length, self.response_cut)
+        if message:
+            warnings.warn(message, TruncationWarning, stacklevel=2)
+        e_x_unique = self._encode(cut_unique, size, progress)
+        e_y = self._encode(response_list, size, progress)
+        e_x = e_x_unique[[where[t] for t in rendered]]
+        return Features(np.concatenate([e_y, e_x * e_y], axis=1), e_x)

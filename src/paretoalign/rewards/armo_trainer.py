@@ -1,0 +1,251 @@
+"""Train an ArmoRM-style interpretable multi-objective reward model on frozen backbone embeddings.
+
+Supports:
+- any embedding backbone (causal LM hidden states or a sentence encoder), features cached on disk;
+- rated objectives (absolute ratings, NaN = missing) -> ridge heads, alpha chosen on a validation split;
+- pairwise-only objectives -> linear Bradley-Terry heads (our extension of ArmoRM);
+- a length-derived verbosity objective and ArmoRM's verbosity de-correlation, applied identically when scoring;
+- a prompt-conditioned gating network trained with the Bradley-Terry loss on all pairs, plus a pooled BT baseline head.
+
+Assumes: the backbone is frozen (only heads, the transform, the gating MLP and its scale are fitted); every
+objective has enough rows to fit (ridge: >= 5 rated rows; BT: >= 5 pairs).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from paretoalign.data.schema import Message, PreferencePair, RatedResponse
+from paretoalign.embed.backbone import Backbone, Features
+from paretoalign.rewards.armo_config import ArmoRMConfig
+
+logger = logging.getLogger(__name__)
+
+SENTENCE_ENCODER_ALIASES = {"minilm"}
+
+
+def resolve_backbone_spec(config: ArmoRMConfig) -> dict[str, Any]:
+    """The backbone spec (as `load_backbone` takes it) that `config` asks for."""
+    kind = config.backbone_kind
+    if kind == "auto":
+        is_st_dir = Path(config.backbone).is_dir() and (Path(config.backbone) / "modules.json").is_file()
+        kind = "sentence_encoder" if config.backbone in SENTENCE_ENCODER_ALIASES or is_st_dir else "causal_lm"
+    if kind == "causal_lm":
+        spec: dict[str, Any] = {"kind": "causal_lm", "model": config.backbone, "gguf_file": config.gguf_file,
+                                "max_length": config.max_length or 512, "dtype": "float32"}
+    elif kind == "sentence_encoder":
+        spec = {"kind": "sentence_encoder", "model": config.backbone, "max_length": config.max_length}
+    else:
+        raise ValueError(f"backbone_kind must be 'auto', 'causal_lm' or 'sentence_encoder', not {kind!r}")
+    if config.trust_remote_code:
+        spec["trust_remote_code"] = True
+    return spec
+
+
+def load_config_data(config: ArmoRMConfig):
+    """The training data named by `config.sources` (the bundled default when None)."""
+    from paretoalign.data.sources import load_sources_config, load_training_data
+
+    from paretoalign.data.bundled import default_sources_config
+
+    if config.sources is None:
+        sources = default_sources_config()
+    else:
+        shared = Path(config.shared_dir) if config.shared_dir else None
+        sources = load_sources_config(config.sources, shared_dir=shared)
+    return load_training_data(sources)
+
+
+def embedding_cache_path(config: ArmoRMConfig) -> Path | None:
+    """Where embeddings are cached for `config` (None: no cache)."""
+    if config.embedding_cache in (None, "", "none", "None"):
+        return None
+    if config.embedding_cache == "auto":
+        from paretoalign.embed.models import default_cache_dir
+
+        return default_cache_dir() / "embeddings.sqlite"
+    return Path(config.embedding_cache).expanduser()
+
+
+def response_lengths(responses: list[str]) -> np.ndarray:
+    """The verbosity target: log(1 + number of whitespace-separated words) per response."""
+    return np.log1p(np.array([len(r.split()) for r in responses], dtype=np.float64))
+
+
+def _objective_order(config: ArmoRMConfig, pair_objectives: set[str], rated_objectives: set[str]) -> list[str]:
+    data_objectives = sorted(pair_objectives | rated_objectives)
+    if config.verbosity_objective in data_objectives:
+        raise ValueError(f"objective name {config.verbosity_objective!r} is reserved for the length-derived "
+                         "verbosity objective; rename it in the sources config")
+    if config.objectives is None:
+        return data_objectives + [config.verbosity_objective]
+    missing = [o for o in config.objectives if o not in data_objectives and o != config.verbosity_objective]
+    if missing:
+        raise ValueError(f"objectives {missing} were requested but the data has none of their rows "
+                         f"(data objectives: {data_objectives})")
+    order = list(config.objectives)
+    if config.verbosity_objective not in order:
+        order.append(config.verbosity_objective)
+    return order
+
+
+def _embed_rows(backbone: Backbone, prompts: list[list[Message]], responses: list[str],
+                config: ArmoRMConfig) -> Features:
+    from paretoalign.embed.cached import embed_with_cache
+
+    cache = embedding_cache_path(config)
+    return embed_with_cache(backbone, prompts, responses, cache=cache, batch_size=config.batch_size,
+                            progress=config.progress)
+
+
+def fit_objective_heads(config: ArmoRMConfig, objectives: list[str], pairs: list[PreferencePair],
+                        ratings: list[RatedResponse], pair_feats: tuple[Features, Features],
+                        rating_feats: Features, reference: np.ndarray, reference_lengths: np.ndarray,
+                        ) -> tuple[np.ndarray, dict[str, str], dict[str, Any]]:
+    """Fit one linear head per objective; rows are scaled to unit std on the reference responses."""
+    from paretoalign.rewards.bradley_terry import fit_bt_head
+    from paretoalign.rewards.ridge import fit_ridge_heads
+
+    d = reference.shape[1]
+    W = np.zeros((len(objectives), d), dtype=np.float64)
+    kinds: dict[str, str] = {}
+    report: dict[str, Any] = {}
+    chosen_f, rejected_f = pair_feats
+    pair_objective = np.array([p.objective for p in pairs], dtype=object)
+    for i, name in enumerate(objectives):
+        if name == config.verbosity_objective:
+            fit = fit_ridge_heads(reference, reference_lengths[:, None], alphas=np.asarray(config.ridge_alphas),
+                                  val_fraction=config.head_val_fraction, seed=config.seed)
+            W[i] = fit.W[0]
+            kinds[name] = "length"
+            report[name] = {"kind": "length", "alpha": float(fit.alphas[0]), "val_r2": float(fit.val_r2[0]),
+                            "n_rows": int(fit.n_rows[0])}
+            continue
+        rated = np.array([r.rating(name) for r in ratings], dtype=np.float64)
+        rated_mask = ~np.isnan(rated) if len(ratings) else np.zeros(0, dtype=bool)
+        if rated_mask.any():
+            fit = fit_ridge_heads(rating_feats.response, rated[:, None], alphas=np.asarray(config.ridge_alphas),
+                                  val_fraction=config.head_val_fraction, seed=config.seed)
+            W[i] = fit.W[0]
+            kinds[name] = "ridge"
+            report[name] = {"kind": "ridge", "alpha": float(fit.alphas[0]), "val_r2": float(fit.val_r2[0]),
+                            "val_mse": float(fit.val_mse[0]), "n_rows": int(fit.n_rows[0])}
+        else:
+            idx = np.flatnonzero(pair_objective == name)
+            diffs = chosen_f.response[idx].astype(np.float64) - rejected_f.response[idx].astype(np.float64)
+            margins = np.array([pairs[j].margin if pairs[j].margin is not None else 0.0 for j in idx])
+            fit = fit_bt_head(diffs, margins=margins if np.any(margins) else None, Cs=np.asarray(config.bt_cs),
+                              val_fraction=config.head_val_fraction, seed=config.seed)
+            W[i] = fit.w
+            kinds[name] = "bradley_terry"
+            report[name] = {"kind": "bradley_terry", "C": float(fit.C), "val_accuracy": float(fit.val_accuracy),
+                            "n_pairs": int(fit.n_pairs)}
+    # Unit std on the reference set makes objectives comparable for the de-correlation grid, gating and user weights.
+    std = (reference.astype(np.float64) @ W.T).std(axis=0)
+    for i, name in enumerate(objectives):
+        if not math.isfinite(std[i]) or std[i] <= 0:
+            raise ValueError(f"the head of objective {name!r} is constant on the reference responses")
+        W[i] /= std[i]
+        report[name]["reference_std"] = float(std[i])
+    return W, kinds, report
+
+
+def train_reward_model(config: ArmoRMConfig, data=None, *, backbone: Backbone | None = None):
+    """Train (and save to `config.output_dir` if set) a multi-objective reward model; returns (model, stats)."""
+    from paretoalign.embed.registry import load_backbone
+    from paretoalign.rewards.bradley_terry import fit_bt_head
+    from paretoalign.rewards.decorrelation import apply_transform, verbosity_transform
+    from paretoalign.rewards.gating import train_gating
+    from paretoalign.rewards.reward_model import RewardModel
+
+    t_start = time.perf_counter()
+    data = data if data is not None else load_config_data(config)
+    pairs, ratings = list(data.pairs), list(data.ratings)
+    if not pairs:
+        raise ValueError("training a reward model needs preference pairs (the gating network trains on them)")
+    unlabeled = [p.source or p.id for p in pairs if not p.objective]
+    if unlabeled:
+        raise ValueError(f"{len(unlabeled)} pairs have no objective (first: {unlabeled[:3]}); map them in the "
+                         "sources config")
+    pair_objectives = {p.objective for p in pairs}
+    rated_objectives = {k for r in ratings for k, v in r.ratings.items() if not math.isnan(v)}
+    both = pair_objectives & rated_objectives
+    if both:
+        raise ValueError(f"objectives {sorted(both)} have both ratings and pairs; give each objective one kind of data")
+    objectives = _objective_order(config, pair_objectives, rated_objectives)
+
+    spec = resolve_backbone_spec(config)
+    if backbone is None:
+        backbone = load_backbone(spec)
+    else:
+        try:
+            spec = backbone.spec()
+        except Exception:  # an in-memory backbone without a reloadable reference
+            spec = {"kind": "in_memory", "fingerprint": backbone.fingerprint}
+
+    t_embed = time.perf_counter()
+    n = len(pairs)
+    prompts = [p.prompt for p in pairs] * 2 + [r.prompt for r in ratings]
+    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs] + [r.response for r in ratings]
+    feats = _embed_rows(backbone, prompts, responses, config)
+    embed_s = time.perf_counter() - t_embed
+
+    t_fit = time.perf_counter()
+    chosen_f = feats.take(np.arange(n))
+    rejected_f = feats.take(np.arange(n, 2 * n))
+    rating_f = feats.take(np.arange(2 * n, len(feats)))
+    # Reference set: every distinct response row seen in training.
+    _, first = np.unique(np.asarray(feats.response), axis=0, return_index=True)
+    first = np.sort(first)
+    reference = feats.response[first].astype(np.float64)
+    reference_lengths = response_lengths([responses[i] for i in first])
+
+    W, kinds, head_report = fit_objective_heads(config, objectives, pairs, ratings, (chosen_f, rejected_f),
+                                                rating_f, reference, reference_lengths)
+    v = objectives.index(config.verbosity_objective)
+    R_ref = reference @ W.T
+    if config.decorrelate:
+        deco = verbosity_transform(R_ref, v, threshold=config.decorrelation_threshold)
+        T = np.asarray(deco.T, dtype=np.float64)
+        deco_report = {name: {"lambda": float(deco.lambdas[i]), "spearman_before": float(deco.spearman_before[i]),
+                              "spearman_after": float(deco.spearman_after[i]), "satisfied": bool(deco.satisfied[i])}
+                       for i, name in enumerate(objectives) if i != v}
+    else:
+        T = np.eye(len(objectives))
+        deco_report = {}
+
+    r_w = apply_transform(chosen_f.response.astype(np.float64) @ W.T, T)
+    r_l = apply_transform(rejected_f.response.astype(np.float64) @ W.T, T)
+    gating_fit = train_gating(chosen_f.prompt, r_w, r_l, hidden=tuple(config.gating_hidden),
+                              dropout=config.gating_dropout, temperature=config.gating_temperature,
+                              steps=config.gating_steps, batch_size=config.gating_batch_size, lr=config.gating_lr,
+                              weight_decay=config.gating_weight_decay, seed=config.seed, progress=config.progress)
+    baseline = fit_bt_head(chosen_f.response.astype(np.float64) - rejected_f.response.astype(np.float64),
+                           Cs=np.asarray(config.bt_cs), val_fraction=config.head_val_fraction, seed=config.seed)
+    fit_s = time.perf_counter() - t_fit
+
+    stats = {"embed_s": embed_s, "fit_s": fit_s, "total_s": time.perf_counter() - t_start,
+             "n_pairs": n, "n_ratings": len(ratings), "n_reference": int(len(first)),
+             "pairs_per_objective": {o: int(sum(p.objective == o for p in pairs)) for o in sorted(pair_objectives)}}
+    metadata = {"heads": head_report, "decorrelation": deco_report,
+                "gating": {k: v for k, v in gating_fit.history.items() if not isinstance(v, list)},
+                "baseline": {"C": float(baseline.C), "val_accuracy": float(baseline.val_accuracy)},
+                "training": stats, "config": _config_record(config)}
+    model = RewardModel(objective_names=objectives, objective_kinds=kinds, W=W.astype(np.float32),
+                        T=T.astype(np.float32), gating=gating_fit.network, baseline_w=baseline.w.astype(np.float32),
+                        backbone_spec=spec, metadata=metadata, backbone=backbone)
+    if config.output_dir:
+        model.save_pretrained(config.output_dir)
+    return model, stats
+
+
+def _config_record(config: ArmoRMConfig) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(config).items() if k not in ("progress",)}

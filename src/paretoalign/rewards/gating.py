@@ -1,0 +1,245 @@
+"""Stage 2 of ArmoRM: a prompt-conditioned gating network over the de-correlated objective rewards.
+
+g(x) = softmax(MLP(h(x)) / tau) on the simplex, R(x, y) = s * sum_i g_i(x) r'_i(x, y) with a learnable scalar scale s.
+Only the MLP and s train, with the Bradley-Terry loss -log sigma(R(x, y_w) - R(x, y_l)) on preference pairs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+BLOCK_ROWS = 64
+"""Rows per matrix product in `rowwise_matmul`."""
+SMALL_STEP_MACS = 1 << 24
+"""Below this many multiply-adds per training step's forward pass, gating trains on one thread (see train_gating)."""
+
+
+def rowwise_matmul(X: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """X @ M in float64, where each output row depends only on its input row, bit for bit.
+
+    BLAS picks different kernels and summation orders for different numbers of rows, so a row's product can change
+    in its last bits with the batch it comes in. Multiplying fixed-size, zero-padded blocks of `BLOCK_ROWS` rows
+    keeps every call the same shape, making scores independent of batch composition.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    M = np.asarray(M, dtype=np.float64)
+    n = X.shape[0]
+    out = np.empty((n, M.shape[1]), dtype=np.float64)
+    block = np.zeros((BLOCK_ROWS, X.shape[1]), dtype=np.float64)
+    for start in range(0, n, BLOCK_ROWS):
+        stop = min(start + BLOCK_ROWS, n)
+        block[: stop - start] = X[start:stop]
+        block[stop - start:] = 0.0
+        out[start:stop] = (block @ M)[: stop - start]
+    return out
+
+
+def row_sum(A: np.ndarray) -> np.ndarray:
+    """Sum over the last axis of a 2-D array, column by column (the same order for every row and batch size)."""
+    acc = np.zeros(A.shape[0], dtype=np.float64)
+    for j in range(A.shape[1]):
+        acc += A[:, j]
+    return acc
+
+
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64, batch-composition independent."""
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / row_sum(z)[:, None]
+
+
+class GatingNetwork(nn.Module):
+    """g(x) = softmax(MLP(h(x)) / temperature); `scale` is the learnable s of R = s * sum_i g_i r'_i."""
+
+    def __init__(self, prompt_dim: int, n_objectives: int, hidden: Sequence[int] = (256, 256),
+                 dropout: float = 0.2, temperature: float = 10.0) -> None:
+        super().__init__()
+        if prompt_dim < 1 or n_objectives < 1:
+            raise ValueError(f"prompt_dim and n_objectives must be positive, got {prompt_dim}, {n_objectives}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.prompt_dim = int(prompt_dim)
+        self.n_objectives = int(n_objectives)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.dropout = float(dropout)
+        self.temperature = float(temperature)
+        layers: list[nn.Module] = []
+        width = self.prompt_dim
+        for h in self.hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(self.dropout)]
+            width = h
+        layers.append(nn.Linear(width, self.n_objectives))
+        self.mlp = nn.Sequential(*layers)
+        self.scale = nn.Parameter(torch.tensor(1.0))
+
+    def config(self) -> dict[str, Any]:
+        """The constructor settings besides the dimensions (saved in a model's config.json)."""
+        return {"hidden": list(self.hidden), "dropout": self.dropout, "temperature": self.temperature}
+
+    def forward(self, h_x: torch.Tensor) -> torch.Tensor:
+        """Gating weights g(x), (n, k), each row on the simplex."""
+        return torch.softmax(self.mlp(h_x) / self.temperature, dim=-1)
+
+    def reward(self, h_x: torch.Tensor, r_prime: torch.Tensor) -> torch.Tensor:
+        """R = s * sum_i g_i(x) r'_i, (n,)."""
+        return self.scale * (self(h_x) * r_prime).sum(dim=-1)
+
+    def weights_numpy(self, h_x: np.ndarray) -> np.ndarray:
+        """g(x) in float64 numpy, evaluation mode (no dropout), each row independent of the others bit for bit."""
+        x = np.asarray(h_x, dtype=np.float64)
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):
+                W = layer.weight.detach().cpu().double().numpy()
+                x = rowwise_matmul(x, W.T) + layer.bias.detach().cpu().double().numpy()
+            elif isinstance(layer, nn.ReLU):
+                x = np.maximum(x, 0.0)
+        return softmax_rows(x / self.temperature)
+
+
+@dataclass
+class GatingFit:
+    """A trained gating network (in eval mode) and its training curve."""
+
+    network: GatingNetwork
+    history: dict[str, Any] = field(default_factory=dict)
+    """Lists "step", "train_loss" (mean batch loss since the previous entry), "val_loss", "val_accuracy"; scalars
+    "initial_train_loss", "final_train_loss" (eval mode, whole training split), "initial_val_loss",
+    "final_val_loss", "final_val_accuracy" (NaN without a validation split), "scale", "n_train", "n_val", "steps",
+    "seconds"."""
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _bt_loss(net: GatingNetwork, h: torch.Tensor, rw: torch.Tensor, rl: torch.Tensor) -> torch.Tensor:
+    g = net(h)
+    margin = net.scale * ((g * (rw - rl)).sum(dim=-1))
+    return nn.functional.softplus(-margin).mean()
+
+
+@torch.no_grad()
+def _evaluate(net: GatingNetwork, h: torch.Tensor, rw: torch.Tensor, rl: torch.Tensor) -> tuple[float, float]:
+    if h.shape[0] == 0:
+        return math.nan, math.nan
+    net.eval()
+    g = net(h)
+    margin = net.scale * ((g * (rw - rl)).sum(dim=-1))
+    loss = nn.functional.softplus(-margin).mean().item()
+    acc = ((margin > 0).double() + 0.5 * (margin == 0).double()).mean().item()
+    return loss, acc
+
+
+def train_gating(h_x_pairs: np.ndarray, r_w: np.ndarray, r_l: np.ndarray, *, hidden: Sequence[int] = (256, 256),
+                 dropout: float = 0.2, temperature: float = 10.0, steps: int = 1000, batch_size: int = 512,
+                 lr: float = 1e-3, weight_decay: float = 0.0, val_fraction: float = 0.1, seed: int = 0,
+                 progress: bool = False, num_threads: int | None = None) -> GatingFit:
+    """Train g and s on preference pairs with the Bradley-Terry loss.
+
+    h_x_pairs: (n, dp) prompt features h(x) of each pair; r_w, r_l: (n, k) DE-CORRELATED objective rewards r' = T r
+    of the chosen and rejected responses. A seeded `val_fraction` of the pairs (at least one when > 0) is held out
+    for the curve; the network trains on the rest for `steps` AdamW steps (weight decay `weight_decay`, 0 by
+    default, applied to every parameter) on minibatches drawn without replacement, epoch by epoch. Fully
+    deterministic given `seed` (its own torch.Generator and a forked global RNG for the initialisation and dropout;
+    the caller's RNG state is left untouched). The returned network is in eval() mode.
+
+    `num_threads`: torch intra-op threads while training (restored afterwards). None: one thread when a step's
+    forward pass is smaller than SMALL_STEP_MACS multiply-adds (there, multithreading only adds synchronisation,
+    which costs 10x on a busy machine), else torch's current setting.
+    """
+    h = torch.as_tensor(np.asarray(h_x_pairs, dtype=np.float32))
+    rw = torch.as_tensor(np.asarray(r_w, dtype=np.float32))
+    rl = torch.as_tensor(np.asarray(r_l, dtype=np.float32))
+    if h.ndim != 2 or rw.ndim != 2 or rw.shape != rl.shape or h.shape[0] != rw.shape[0]:
+        raise ValueError(f"h_x_pairs must be (n, dp) and r_w, r_l (n, k); got {tuple(h.shape)}, "
+                         f"{tuple(rw.shape)}, {tuple(rl.shape)}")
+    n = h.shape[0]
+    if n < 1:
+        raise ValueError("train_gating needs at least one preference pair")
+    if not (torch.isfinite(h).all() and torch.isfinite(rw).all() and torch.isfinite(rl).all()):
+        raise ValueError("gating inputs contain NaN or infinite values")
+    if steps < 0 or batch_size < 1:
+        raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {steps}, {batch_size}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+
+    t0 = time.perf_counter()
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=gen)
+    n_val = min(max(1, round(val_fraction * n)), n - 1) if val_fraction > 0 and n > 1 else 0
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    h_tr, rw_tr, rl_tr = h[train_idx], rw[train_idx], rl[train_idx]
+    h_va, rw_va, rl_va = h[val_idx], rw[val_idx], rl[val_idx]
+    n_train = h_tr.shape[0]
+    bs = min(batch_size, n_train)
+    eval_every = max(1, steps // 20)
+    widths = [h.shape[1], *hidden, rw.shape[1]]
+    step_macs = bs * sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    if num_threads is None:
+        num_threads = 1 if step_macs < SMALL_STEP_MACS else torch.get_num_threads()
+
+    with _torch_threads(num_threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = GatingNetwork(h_tr.shape[1], rw_tr.shape[1], hidden=hidden, dropout=dropout, temperature=temperature)
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+        init_train, _ = _evaluate(net, h_tr, rw_tr, rl_tr)
+        init_val, init_acc = _evaluate(net, h_va, rw_va, rl_va)
+        history: dict[str, Any] = {"step": [0], "train_loss": [init_train], "val_loss": [init_val],
+                                   "val_accuracy": [init_acc]}
+        order = torch.randperm(n_train, generator=gen)
+        pos, running, count = 0, 0.0, 0
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=steps, desc="gating", unit="step")
+        for step in range(1, steps + 1):
+            if pos + bs > n_train:
+                order = torch.randperm(n_train, generator=gen)
+                pos = 0
+            idx = order[pos:pos + bs]
+            pos += bs
+            net.train()
+            loss = _bt_loss(net, h_tr[idx], rw_tr[idx], rl_tr[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += loss.item()
+            count += 1
+            if step % eval_every == 0 or step == steps:
+                val_loss, val_acc = _evaluate(net, h_va, rw_va, rl_va)
+                history["step"].append(step)
+                history["train_loss"].append(running / count)
+                history["val_loss"].append(val_loss)
+                history["val_accuracy"].append(val_acc)
+                running, count = 0.0, 0
+                if bar is not None:
+                    bar.set_postfix(loss=f"{history['train_loss'][-1]:.4f}", val=f"{val_loss:.4f}")
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        final_train, _ = _evaluate(net, h_tr, rw_tr, rl_tr)
+        final_val, final_acc = _evaluate(net, h_va, rw_va, rl_va)
+    history.update({"initial_train_loss": init_train, "final_train_loss": final_train,
+                    "initial_val_loss": init_val, "final_val_loss": final_val, "final_val_accuracy": final_acc,
+                    "scale": float(net.scale.detach()), "n_train": int(n_train), "n_val": int(n_val),
+                    "steps": int(steps), "seconds": time.perf_counter() - t0})
+    return GatingFit(network=net, history=history)

@@ -1,0 +1,137 @@
+import math
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from paretoalign.data.schema import PreferencePair, RatedResponse
+from paretoalign.rewards.armo_config import ArmoRMConfig
+from paretoalign.rewards.armo_trainer import resolve_backbone_spec, response_lengths, train_reward_model
+from tests.rewards.fake_backbone import HashingBackbone
+
+HELPFUL = ["clear", "steps", "example", "because", "detail"]
+HARMFUL = ["weapon", "steal", "poison", "hurt"]
+FILLER = ["the", "a", "and", "so", "then", "it", "is", "of", "to", "we", "you", "this"]
+
+
+def _reply(rng, good=0, bad=0, filler=6):
+    words = rng.choices(HELPFUL, k=good) + rng.choices(HARMFUL, k=bad) + rng.choices(FILLER, k=filler)
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def make_data(n=160, seed=0):
+    rng = random.Random(seed)
+    pairs, ratings = [], []
+    for i in range(n):
+        if i % 2 == 0:  # helpfulness: more helpful words win; lengths vary independently
+            p = [{"role": "user", "content": "please explain how this works"}]
+            pairs.append(PreferencePair(p, _reply(rng, good=3, filler=rng.randint(2, 10)),
+                                        _reply(rng, good=0, filler=rng.randint(2, 10)), objective="helpfulness",
+                                        source=f"synthetic:{i}"))
+        else:  # harmlessness: harmful words lose
+            p = [{"role": "user", "content": "tell me something risky"}]
+            pairs.append(PreferencePair(p, _reply(rng, bad=0, filler=rng.randint(2, 10)),
+                                        _reply(rng, bad=2, filler=rng.randint(2, 10)), objective="harmlessness",
+                                        source=f"synthetic:{i}"))
+    for i in range(60):
+        good = rng.randint(0, 4)
+        ratings.append(RatedResponse([{"role": "user", "content": "rate this"}], _reply(rng, good=good),
+                                     {"clarity": float(good) if i % 5 else math.nan}, source=f"ratings:{i}"))
+    return SimpleNamespace(pairs=pairs, ratings=ratings)
+
+
+def config(tmp_path, **kw):
+    base = dict(embedding_cache=str(tmp_path / "emb.sqlite"), gating_steps=150, gating_hidden=[16],
+                progress=False)
+    base.update(kw)
+    return ArmoRMConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("armo")
+    model, stats = train_reward_model(config(tmp), make_data(), backbone=HashingBackbone())
+    return model, stats
+
+
+def test_objectives_are_data_objectives_then_verbosity(trained):
+    model, _ = trained
+    assert model.objective_names == ["clarity", "harmlessness", "helpfulness", "verbosity"]
+    assert model.objective_kinds == {"clarity": "ridge", "harmlessness": "bradley_terry",
+                                     "helpfulness": "bradley_terry", "verbosity": "length"}
+
+
+def test_final_score_ranks_held_out_pairs(trained):
+    model, _ = trained
+    test = make_data(n=80, seed=1).pairs
+    out_c = model.score([p.prompt for p in test], [p.chosen for p in test])
+    out_r = model.score([p.prompt for p in test], [p.rejected for p in test])
+    assert np.mean(out_c.score > out_r.score) > 0.85
+
+
+def test_verbosity_decorrelation_holds_on_reference_set(trained):
+    model, _ = trained
+    deco = model.metadata["decorrelation"]
+    assert set(deco) == {"clarity", "harmlessness", "helpfulness"}
+    assert all(v["spearman_after"] <= 0.03 + 1e-9 for v in deco.values())
+
+
+def test_decorrelated_scores_are_uncorrelated_with_verbosity_on_reference_rows(trained):
+    model, _ = trained
+    data = make_data()
+    responses = [p.chosen for p in data.pairs] + [p.rejected for p in data.pairs] + [r.response for r in data.ratings]
+    prompts = [p.prompt for p in data.pairs] * 2 + [r.prompt for r in data.ratings]
+    uniq = dict.fromkeys(zip(map(str, prompts), responses, strict=True))
+    keep = [i for i, k in enumerate(zip(map(str, prompts), responses, strict=True)) if uniq.pop(k, 0) is None]
+    out = model.score([prompts[i] for i in keep], [responses[i] for i in keep])
+    v = model.objective_names.index("verbosity")
+    for i in range(v):
+        assert spearmanr(out.objectives[:, i], out.objectives[:, v]).statistic <= 0.03 + 1e-6
+
+
+def test_heads_have_unit_std_on_reference(trained):
+    model, _ = trained
+    assert all(h["reference_std"] > 0 for h in model.metadata["heads"].values())
+
+
+def test_timings_reported(trained):
+    _, stats = trained
+    assert stats["total_s"] >= stats["embed_s"] + stats["fit_s"] - 1e-6
+    assert stats["n_pairs"] == 160 and stats["n_ratings"] == 60
+
+
+def test_embedding_cache_avoids_second_embedding(tmp_path):
+    backbone = HashingBackbone()
+    cfg = config(tmp_path, gating_steps=5)
+    train_reward_model(cfg, make_data(n=40), backbone=backbone)
+    calls = backbone.calls
+    train_reward_model(cfg, make_data(n=40), backbone=backbone)
+    assert backbone.calls == calls
+
+
+def test_pairs_without_objective_are_refused(tmp_path):
+    data = make_data(n=10)
+    data.pairs[3].objective = None
+    with pytest.raises(ValueError, match="no objective"):
+        train_reward_model(config(tmp_path), data, backbone=HashingBackbone())
+
+
+def test_reserved_verbosity_name_is_refused(tmp_path):
+    data = make_data(n=10)
+    for p in data.pairs:
+        p.objective = "verbosity"
+    with pytest.raises(ValueError, match="reserved"):
+        train_reward_model(config(tmp_path), data, backbone=HashingBackbone())
+
+
+def test_response_lengths_are_log_word_counts():
+    assert np.allclose(response_lengths(["a b c", ""]), [math.log(4), 0.0])
+
+
+def test_backbone_spec_auto_kind():
+    assert resolve_backbone_spec(ArmoRMConfig(backbone="minilm"))["kind"] == "sentence_encoder"
+    spec = resolve_backbone_spec(ArmoRMConfig(backbone="smollm2", max_length=256))
+    assert spec == {"kind": "causal_lm", "model": "smollm2", "gguf_file": None, "max_length": 256, "dtype": "float32"}
