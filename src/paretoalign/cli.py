@@ -140,6 +140,7 @@ def cmd_eval_rm(args: argparse.Namespace) -> int:
     from paretoalign.atomic_io import write_text_atomic
     from paretoalign.data.preference import load_preference_pairs
     from paretoalign.eval.rm_eval import evaluate_pairs
+    from paretoalign.rewards.armo_trainer import embedding_cache_path
     from paretoalign.rewards.reward_model import RewardModel
 
     pairs = []
@@ -154,8 +155,9 @@ def cmd_eval_rm(args: argparse.Namespace) -> int:
     if not pairs:
         raise InputError("give --data FILE... and/or --shared-heldout DIR", path="command line", field="--data")
     model = RewardModel.from_pretrained(args.model)
+    cache = embedding_cache_path(args.embedding_cache, model.backbone.fingerprint)
     report = evaluate_pairs(model, pairs, n_boot=args.bootstrap, seed=args.seed, batch_size=args.batch_size,
-                            progress=not args.quiet)
+                            embedding_cache=cache, progress=not args.quiet)
     print(report.format_table())
     if args.output:
         write_text_atomic(args.output, json.dumps(report.to_dict(), indent=2) + "\n")
@@ -316,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the intervals.")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--embedding-cache", default="auto",
+                   help="Embedding cache ('auto': one file per backbone in the default cache folder; a directory; "
+                        "a file; 'none').")
     p.add_argument("--output", help="Write the full report as JSON here.")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval_rm)

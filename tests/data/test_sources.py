@@ -150,3 +150,14 @@ def test_training_data_helpers():
     assert data.objectives() == [] and data.summary() == {}
     assert isinstance(SourcesConfig(), SourcesConfig) and SourcesConfig().heldout_fraction == 0.3
     assert math.isclose(SourcesConfig().heldout_fraction, 0.3)
+
+
+def test_relative_shared_dir_is_relative_to_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "p.jsonl").write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "s.yaml").write_text("sources:\n  - path: ${shared}/p.jsonl\n    format: pairs\n"
+                                             "    objective: helpfulness\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_sources_config(tmp_path / "cfg" / "s.yaml", shared_dir="data")
+    assert config.sources[0].path == str((tmp_path / "data" / "p.jsonl").resolve())

@@ -36,7 +36,7 @@ class CountingBackbone:
             raise RuntimeError("killed")
         self.calls += 1
         self.rows_embedded += len(prompts)
-        resp = np.array([[len(r), sum(map(ord, r)) % 97, len(p), 1.0] for p, r in zip(prompts, responses)],
+        resp = np.array([[len(r), sum(map(ord, r)) % 97, len(p), 1.0] for p, r in zip(prompts, responses, strict=True)],
                         dtype=np.float32)
         prm = np.array([[len(p), sum(len(m["content"]) for m in p)] for p in prompts], dtype=np.float32)
         long = sum(len(r) > self.too_long for r in responses)

@@ -74,7 +74,8 @@ def test_text_pair_rows_keep_the_prompt_end_and_the_reply_start(bench):
     # A short prompt leaves the rest of the budget to the reply, and the other way round.
     short_prompt = encode([{"role": "user", "content": "hi"}], " ".join(["r"] * 40))
     assert short_prompt == [101, 5, 2, 102] + [1] * 8 + [102]
-    short_reply = encode(prompt, "ok")
-    assert short_reply == [101, 4, 1, 2, 3, 4, 5, 6, 7, 102, 2, 102]
+    assert encode(prompt, "ok") == [101, 5, 1, 2, 3, 4, 5, 6, 7, 102, 2, 102]
+    long_prompt = [{"role": "user", "content": " ".join(["p"] * 30) + " end"}]
+    assert encode(long_prompt, "ok") == [101] + [1] * 8 + [3, 102, 2, 102]
     short = encode([{"role": "user", "content": "hi"}], "ok")
     assert short == [101, 5, 2, 102, 2, 102]

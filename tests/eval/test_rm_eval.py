@@ -209,3 +209,43 @@ def test_evaluate_pairs_custom_group_by_and_feature_mismatch():
     feats = Features(np.zeros((2, 2), np.float32), np.zeros((2, 1), np.float32))
     with pytest.raises(ValueError, match="features for 2"):
         evaluate_pairs(model, pairs, features=(feats, feats), progress=False)
+
+
+# ---------------------------------------------------------------- evaluate_pairs on a real trained RewardModel
+def synthetic_pairs(n: int, seed: int) -> list[PreferencePair]:
+    """Helpfulness: replies with 'clear steps' win; harmlessness: replies with 'poison' lose."""
+    import random
+
+    rng = random.Random(seed)
+    filler = ["the", "a", "and", "so", "then", "it", "is", "of", "to", "we"]
+
+    def words() -> str:
+        return " ".join(rng.choices(filler, k=rng.randint(2, 8)))
+
+    pairs = []
+    for i in range(n):
+        if i % 2 == 0:
+            pairs.append(PreferencePair([{"role": "user", "content": "explain"}], f"clear steps {words()}", words(),
+                                        objective="helpfulness", subset="toy/helpful"))
+        else:
+            pairs.append(PreferencePair([{"role": "user", "content": "risky"}], words(), f"poison {words()}",
+                                        objective="harmlessness", subset="other/harmless"))
+    return pairs
+
+
+def test_evaluate_pairs_on_a_trained_reward_model(tmp_path):
+    from paretoalign.data.sources import TrainingData
+    from paretoalign.rewards.armo_config import ArmoRMConfig
+    from paretoalign.rewards.armo_trainer import train_reward_model
+    from tests.rewards.fake_backbone import HashingBackbone
+
+    config = ArmoRMConfig(embedding_cache=None, gating_steps=100, gating_hidden=[16], progress=False)
+    model, _ = train_reward_model(config, TrainingData(pairs=synthetic_pairs(120, 0)), backbone=HashingBackbone())
+    report = evaluate_pairs(model, synthetic_pairs(60, 1), n_boot=200, progress=False)
+    assert report.metric_names[:3] == ["final", "bt_baseline", "length"]
+    assert report.metric_names[3:] == [f"objective:{n}" for n in model.objective_names]
+    assert [g.name for g in report.groups] == ["other", "other/harmless", "toy", "toy/helpful", MEAN_GROUP]
+    assert report.mean.metrics["final"].accuracy > 0.9
+    assert report.mean.metrics["bt_baseline"].accuracy > 0.9
+    assert report.group("toy").best_objective == "objective:helpfulness"
+    assert report.group("other").best_objective == "objective:harmlessness"

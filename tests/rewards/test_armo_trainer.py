@@ -135,3 +135,34 @@ def test_backbone_spec_auto_kind():
     assert resolve_backbone_spec(ArmoRMConfig(backbone="minilm"))["kind"] == "sentence_encoder"
     spec = resolve_backbone_spec(ArmoRMConfig(backbone="smollm2", max_length=256))
     assert spec == {"kind": "causal_lm", "model": "smollm2", "gguf_file": None, "max_length": 256, "dtype": "float32"}
+
+
+def test_crossfit_rewards_remove_in_sample_optimism(tmp_path):
+    from paretoalign.embed.backbone import Features
+    from paretoalign.rewards.armo_trainer import crossfit_pair_rewards
+
+    rng = np.random.default_rng(0)
+    n, d = 300, 250
+    chosen, rejected = rng.standard_normal((n, d)), rng.standard_normal((n, d))  # labels carry no signal
+    pairs = [PreferencePair([{"role": "user", "content": "q"}], "a", "b", objective="noise") for _ in range(n)]
+    feats = (Features(chosen, chosen[:, :4]), Features(rejected, rejected[:, :4]))
+    w = np.linalg.lstsq(chosen - rejected, np.ones(n), rcond=None)[0]  # an in-sample fit that memorises the pairs
+    W = w[None, :] / (np.vstack([chosen, rejected]) @ w).std()
+    report = {"noise": {"C": 100.0}}
+    reference = np.vstack([chosen, rejected])
+    in_w, in_l = crossfit_pair_rewards(config(tmp_path, gating_crossfit_folds=1), ["noise"], {"noise": "bradley_terry"},
+                                       W, report, pairs, feats, reference)
+    oof_w, oof_l = crossfit_pair_rewards(config(tmp_path), ["noise"], {"noise": "bradley_terry"}, W, report, pairs,
+                                         feats, reference)
+    assert np.mean(in_w[:, 0] > in_l[:, 0]) > 0.9
+    assert abs(np.mean(oof_w[:, 0] > oof_l[:, 0]) - 0.5) < 0.1
+
+
+def test_cache_path_is_per_backbone_for_auto_and_directories(tmp_path, monkeypatch):
+    from paretoalign.rewards.armo_trainer import embedding_cache_path
+
+    monkeypatch.setenv("PARETOALIGN_CACHE", str(tmp_path / "c"))
+    assert embedding_cache_path("auto", "ab" * 40) == tmp_path / "c" / "embeddings" / f"{'ab' * 16}.sqlite"
+    assert embedding_cache_path(str(tmp_path), "cd" * 40) == tmp_path / f"{'cd' * 16}.sqlite"
+    assert embedding_cache_path(str(tmp_path / "e.sqlite"), "cd" * 40) == tmp_path / "e.sqlite"
+    assert embedding_cache_path("none", "x") is None and embedding_cache_path(None, "x") is None

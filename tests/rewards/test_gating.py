@@ -115,3 +115,28 @@ def test_bad_inputs():
         train_gating(np.zeros((5, 3)), np.zeros((5, 2)), np.zeros((4, 2)))
     with pytest.raises(ValueError, match="temperature"):
         GatingNetwork(3, 2, temperature=0)
+
+
+def _noisy_pairs(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    h = rng.standard_normal((n, 20)).astype(np.float32)
+    rw = rng.standard_normal((n, 3))
+    rl = rng.standard_normal((n, 3))
+    return h, rw, rl  # pure noise: any fit beyond the start overfits
+
+
+def test_restore_best_returns_the_lowest_validation_loss_checkpoint():
+    h, rw, rl = _noisy_pairs()
+    fit = train_gating(h, rw, rl, hidden=(64, 64), dropout=0.0, steps=300, batch_size=32, lr=1e-2, val_fraction=0.3)
+    best = int(np.argmin(fit.history["val_loss"]))
+    assert fit.history["best_step"] == fit.history["step"][best]
+    assert fit.history["final_val_loss"] == pytest.approx(min(fit.history["val_loss"]), abs=1e-6)
+
+
+def test_without_restore_best_the_last_step_is_kept():
+    h, rw, rl = _noisy_pairs()
+    fit = train_gating(h, rw, rl, hidden=(64, 64), dropout=0.0, steps=300, batch_size=32, lr=1e-2, val_fraction=0.3,
+                       restore_best=False)
+    assert fit.history["best_step"] == 300
+    assert fit.history["final_val_loss"] == pytest.approx(fit.history["val_loss"][-1], abs=1e-6)
+    assert fit.history["final_val_loss"] > min(fit.history["val_loss"])

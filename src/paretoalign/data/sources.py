@@ -160,7 +160,9 @@ def load_sources_config(path_or_dict: str | os.PathLike | dict, *, shared_dir: s
             mark = getattr(e, "problem_mark", None)
             raise InputError(f"invalid YAML: {getattr(e, 'problem', None) or e}", path=label,
                              line=mark.line + 1 if mark is not None else None) from None
-    return _parse_config(data, _Where(label, lines), Path(shared_dir) if shared_dir is not None else None, base)
+    # ${shared} is given relative to the caller's working directory, never to the YAML file's folder.
+    shared = Path(shared_dir).expanduser().resolve() if shared_dir is not None else None
+    return _parse_config(data, _Where(label, lines), shared, base)
 
 
 def shared_data_config(shared_dir: str | os.PathLike, *, split: str | None = None) -> SourcesConfig:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from paretoalign.data.schema import Message
 from paretoalign.embed.backbone import Features, TruncationStats, TruncationWarning
 from paretoalign.embed.chat_format import conversation_text
-from paretoalign.embed.models import load_error, quiet_loading, resolve_model
+from paretoalign.embed.models import load_error, quiet_transformers, resolve_model
 from paretoalign.errors import InputError, ParetoAlignError
 
 FEATURIZER_VERSION = "causal_lm/1"
@@ -107,7 +107,7 @@ class CausalLMBackbone:
             self.source: str | None = str(model)
             self.model_path: str | None = resolve_model(self.source, gguf_file=gguf_file, cache_dir=cache_dir)
             try:
-                with quiet_loading():
+                with quiet_transformers():
                     if tokenizer is None:
                         tokenizer = AutoTokenizer.from_pretrained(self.model_path,
                                                                   trust_remote_code=trust_remote_code)

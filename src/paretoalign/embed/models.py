@@ -85,8 +85,8 @@ def _alias_target(alias: str) -> Path:
 
 
 @contextmanager
-def quiet_loading() -> Iterator[None]:
-    """Silence transformers' load reports and progress bars (e.g. the unused LM head of a base-model load)."""
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' warnings and progress bars (e.g. the report of the unused LM head of a base model)."""
     from transformers.utils import logging as hf_logging
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
@@ -112,7 +112,7 @@ def gguf_to_hf(gguf_path: Path, out_dir: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with quiet_loading():
+    with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
                                                      dtype=torch.float32)

@@ -1,8 +1,8 @@
 """A sentence encoder as embedding backbone: h(x, y) = [e(y), e(x) * e(y)], h(x) = e(x).
 
 e(.) is the normalized sentence embedding. The prompt conversation is rendered as ``"role: content"`` lines and
-cut from the LEFT to max_length tokens (its latest turns matter most); the response is cut from the right, as
-sentence-transformers does.
+cut from the LEFT to max_length tokens at a word start (its latest turns matter most); the response is cut from the
+right, as sentence-transformers does.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from paretoalign.data.schema import Message
 from paretoalign.embed.backbone import Features, TruncationStats, TruncationWarning
-from paretoalign.embed.models import load_error, quiet_loading, resolve_model
+from paretoalign.embed.models import load_error, quiet_transformers, resolve_model
 from paretoalign.errors import InputError
 
 FEATURIZER_VERSION = "sentence_encoder/1"
@@ -46,7 +46,7 @@ class SentenceEncoderBackbone:
         self.model_path = resolve_model(self.source)
         self.trust_remote_code = trust_remote_code
         try:
-            with quiet_loading():
+            with quiet_transformers():
                 self.model = SentenceTransformer(self.model_path, device="cpu",
                                                  trust_remote_code=trust_remote_code)
         except (OSError, ValueError, KeyError) as exc:
@@ -59,7 +59,8 @@ class SentenceEncoderBackbone:
         self.max_length = int(self.model.max_seq_length)
         self.batch_size = int(batch_size)
         self.tokenizer = self.model.tokenizer
-        dim = int(self.model.get_sentence_embedding_dimension())
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        dim = int(get_dim())
         self.feature_dim = 2 * dim
         self.prompt_feature_dim = dim
         self.truncation_stats = TruncationStats()
@@ -91,12 +92,20 @@ class SentenceEncoderBackbone:
         return h.hexdigest()
 
     def _cut_left(self, texts: list[str]) -> tuple[list[str], list[bool]]:
-        """Texts cut from the left to the token budget (at a token's first character), and which were cut."""
-        enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        """Texts cut from the left to the token budget, at the start of a whole word, and which were cut."""
+        with quiet_transformers():  # no "longer than the maximum sequence length" notice: we cut next
+            enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
         out, cut = [], []
-        for text, ids, offsets in zip(texts, enc["input_ids"], enc["offset_mapping"], strict=True):
-            over = len(ids) > self._budget
-            out.append(text[offsets[len(ids) - self._budget][0]:] if over else text)
+        for i, text in enumerate(texts):
+            n = len(enc["input_ids"][i])
+            over = n > self._budget
+            if over:
+                words = enc.word_ids(i)
+                first = n - self._budget
+                while first < n - 1 and words[first] is not None and words[first] == words[first - 1]:
+                    first += 1  # do not start inside a word ("##er")
+                text = text[enc["offset_mapping"][i][first][0]:]
+            out.append(text)
             cut.append(over)
         return out, cut
 
@@ -121,7 +130,8 @@ class SentenceEncoderBackbone:
         where = {text: i for i, text in enumerate(unique)}
         cut_unique, was_cut = self._cut_left(unique)
         response_list = [str(r) for r in responses]
-        response_ids = self.tokenizer(response_list, add_special_tokens=False)["input_ids"]
+        with quiet_transformers():
+            response_ids = self.tokenizer(response_list, add_special_tokens=False)["input_ids"]
         stats = TruncationStats(n, sum(was_cut[where[t]] for t in rendered),
                                 sum(len(ids) > self._budget for ids in response_ids))
         self.truncation_stats = stats

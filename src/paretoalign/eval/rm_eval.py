@@ -238,13 +238,12 @@ def evaluate_score_pairs(chosen_scores: Mapping[str, np.ndarray], rejected_score
                 dataset_reps[metric].append(bootstrap_means(part, n_boot=n_boot, rng=mean_rng))
         return GroupResult(name, kind, int(mask.sum()), metrics, parent, _best_objective(metrics))
 
+    sub_arr = None if subgroups is None else np.asarray([s if s is not None else "" for s in subgroups], dtype=object)
     for ds in datasets:
         mask = group_arr == ds
         rows.append(summarize(ds, "dataset", mask))
-        if subgroups is not None:
-            labels = sorted({s for s, m in zip(subgroups, mask, strict=True) if m and s is not None and s != ds})
-            sub_arr = np.asarray([s if s is not None else "" for s in subgroups], dtype=object)
-            for label in labels:
+        if sub_arr is not None:
+            for label in sorted(set(sub_arr[mask]) - {"", ds}):
                 rows.append(summarize(label, "subset", mask & (sub_arr == label), parent=ds))
 
     dataset_rows = [r for r in rows if r.kind == "dataset"]

@@ -35,7 +35,8 @@ class ArmoRMConfig:
         default=None, metadata={"help": "Embedding batch size (None: the backbone's measured default)."})
     embedding_cache: str | None = field(
         default="auto",
-        metadata={"help": "SQLite embedding cache path; 'auto' = <cache dir>/embeddings.sqlite, None = no cache."})
+        metadata={"help": "Embedding cache: 'auto' = one SQLite file per backbone under <cache dir>/embeddings/, a "
+                          "directory = the same inside it, a file path = that file, None = no cache."})
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow custom modelling code from the backbone's repository."})
     objectives: list[str] | None = field(
@@ -56,6 +57,9 @@ class ArmoRMConfig:
         metadata={"help": "Inverse L2 strengths tried for the Bradley-Terry heads (chosen on a validation split)."})
     head_val_fraction: float = field(
         default=0.2, metadata={"help": "Validation fraction used to choose ridge alpha and BT C."})
+    gating_crossfit_folds: int = field(
+        default=5,
+        metadata={"help": "Folds for the out-of-fold BT-head rewards the gating trains on (< 2: in-sample rewards)."})
     gating_hidden: list[int] = field(
         default_factory=lambda: [256, 256],
         metadata={"help": "Gating MLP hidden sizes (the paper: three layers of 1024)."})

@@ -50,9 +50,8 @@ def resolve_backbone_spec(config: ArmoRMConfig) -> dict[str, Any]:
 
 def load_config_data(config: ArmoRMConfig):
     """The training data named by `config.sources` (the bundled default when None)."""
-    from paretoalign.data.sources import load_sources_config, load_training_data
-
     from paretoalign.data.bundled import default_sources_config
+    from paretoalign.data.sources import load_sources_config, load_training_data
 
     if config.sources is None:
         sources = default_sources_config()
@@ -62,15 +61,20 @@ def load_config_data(config: ArmoRMConfig):
     return load_training_data(sources)
 
 
-def embedding_cache_path(config: ArmoRMConfig) -> Path | None:
-    """Where embeddings are cached for `config` (None: no cache)."""
-    if config.embedding_cache in (None, "", "none", "None"):
+def embedding_cache_path(setting: str | None, fingerprint: str) -> Path | None:
+    """The cache file for a backbone: 'auto' = one file per backbone fingerprint in the default cache folder, a
+    directory = the same inside it, another path = that file, None/'none' = no cache."""
+    if not setting or setting.lower() == "none":
         return None
-    if config.embedding_cache == "auto":
+    if setting == "auto":
         from paretoalign.embed.models import default_cache_dir
 
-        return default_cache_dir() / "embeddings.sqlite"
-    return Path(config.embedding_cache).expanduser()
+        folder = default_cache_dir() / "embeddings"
+    else:
+        folder = Path(setting).expanduser()
+        if not (folder.is_dir() or setting.endswith(("/", "\\"))):
+            return folder
+    return folder / f"{fingerprint[:32]}.sqlite"
 
 
 def response_lengths(responses: list[str]) -> np.ndarray:
@@ -99,7 +103,7 @@ def _embed_rows(backbone: Backbone, prompts: list[list[Message]], responses: lis
                 config: ArmoRMConfig) -> Features:
     from paretoalign.embed.cached import embed_with_cache
 
-    cache = embedding_cache_path(config)
+    cache = embedding_cache_path(config.embedding_cache, backbone.fingerprint)
     return embed_with_cache(backbone, prompts, responses, cache=cache, batch_size=config.batch_size,
                             progress=config.progress)
 
@@ -131,7 +135,7 @@ def fit_objective_heads(config: ArmoRMConfig, objectives: list[str], pairs: list
         rated_mask = ~np.isnan(rated) if len(ratings) else np.zeros(0, dtype=bool)
         if rated_mask.any():
             fit = fit_ridge_heads(rating_feats.response, rated[:, None], alphas=np.asarray(config.ridge_alphas),
-                                  val_fraction=config.head_val_fraction, seed=config.seed)
+                                  val_fraction=config.head_val_fraction, seed=config.seed, objective_names=[name])
             W[i] = fit.W[0]
             kinds[name] = "ridge"
             report[name] = {"kind": "ridge", "alpha": float(fit.alphas[0]), "val_r2": float(fit.val_r2[0]),
@@ -141,7 +145,7 @@ def fit_objective_heads(config: ArmoRMConfig, objectives: list[str], pairs: list
             diffs = chosen_f.response[idx].astype(np.float64) - rejected_f.response[idx].astype(np.float64)
             margins = np.array([pairs[j].margin if pairs[j].margin is not None else 0.0 for j in idx])
             fit = fit_bt_head(diffs, margins=margins if np.any(margins) else None, Cs=np.asarray(config.bt_cs),
-                              val_fraction=config.head_val_fraction, seed=config.seed)
+                              val_fraction=config.head_val_fraction, seed=config.seed, name=name)
             W[i] = fit.w
             kinds[name] = "bradley_terry"
             report[name] = {"kind": "bradley_terry", "C": float(fit.C), "val_accuracy": float(fit.val_accuracy),
@@ -154,6 +158,47 @@ def fit_objective_heads(config: ArmoRMConfig, objectives: list[str], pairs: list
         W[i] /= std[i]
         report[name]["reference_std"] = float(std[i])
     return W, kinds, report
+
+
+def crossfit_pair_rewards(config: ArmoRMConfig, objectives: list[str], kinds: dict[str, str], W: np.ndarray,
+                          head_report: dict[str, Any], pairs: list[PreferencePair],
+                          pair_feats: tuple[Features, Features], reference: np.ndarray,
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Raw rewards r of each pair's chosen and rejected reply, out-of-fold for the pair's own BT objective.
+
+    The gating learns how far to trust each head; rewards a head gives the very pairs it was fitted on are
+    optimistic (stacking leakage), so each pair's own-objective reward comes from a head fitted on the other
+    `gating_crossfit_folds - 1` folds (same C, unit std on the reference set like the full head).
+    """
+    from paretoalign.rewards.bradley_terry import fit_bt_head
+
+    chosen = pair_feats[0].response.astype(np.float64)
+    rejected = pair_feats[1].response.astype(np.float64)
+    r_w, r_l = chosen @ W.T, rejected @ W.T
+    folds = config.gating_crossfit_folds
+    if folds < 2:
+        return r_w, r_l
+    pair_objective = np.array([p.objective for p in pairs], dtype=object)
+    rng = np.random.default_rng(config.seed)
+    for i, name in enumerate(objectives):
+        if kinds[name] != "bradley_terry":
+            continue
+        idx = np.flatnonzero(pair_objective == name)
+        if len(idx) < 2 * folds:
+            continue  # too few pairs to hold any out: keep the in-sample rewards
+        fold_of = rng.permutation(len(idx)) % folds
+        margins = np.array([pairs[j].margin or 0.0 for j in idx])
+        for f in range(folds):
+            held, fit_rows = idx[fold_of == f], idx[fold_of != f]
+            fit = fit_bt_head(chosen[fit_rows] - rejected[fit_rows],
+                              margins=margins[fold_of != f] if np.any(margins) else None,
+                              Cs=[head_report[name]["C"]], val_fraction=config.head_val_fraction, seed=config.seed,
+                              name=name)
+            w = fit.w.astype(np.float64)
+            w /= (reference @ w).std()
+            r_w[held, i] = chosen[held] @ w
+            r_l[held, i] = rejected[held] @ w
+    return r_w, r_l
 
 
 def train_reward_model(config: ArmoRMConfig, data=None, *, backbone: Backbone | None = None):
@@ -220,8 +265,9 @@ def train_reward_model(config: ArmoRMConfig, data=None, *, backbone: Backbone | 
         T = np.eye(len(objectives))
         deco_report = {}
 
-    r_w = apply_transform(chosen_f.response.astype(np.float64) @ W.T, T)
-    r_l = apply_transform(rejected_f.response.astype(np.float64) @ W.T, T)
+    raw_w, raw_l = crossfit_pair_rewards(config, objectives, kinds, W, head_report, pairs, (chosen_f, rejected_f),
+                                         reference)
+    r_w, r_l = apply_transform(raw_w, T), apply_transform(raw_l, T)
     gating_fit = train_gating(chosen_f.prompt, r_w, r_l, hidden=tuple(config.gating_hidden),
                               dropout=config.gating_dropout, temperature=config.gating_temperature,
                               steps=config.gating_steps, batch_size=config.gating_batch_size, lr=config.gating_lr,

@@ -108,7 +108,7 @@ def fit_ridge_heads(H: np.ndarray, R: np.ndarray, *, alphas: Sequence[float] | n
             rows = np.flatnonzero(mask)
             train, val = _split(n, val_fraction, seed)
             Hm = H[rows]
-            cache[key] = (rows, train, val, _svd(Hm[train]), Hm[val], None)
+            cache[key] = (rows, train, val, _svd(Hm[train]), Hm[val], _svd(Hm))
         rows, train, val, svd_train, H_val, svd_all = cache[key]
         y = R[rows, i]
         coefs = _ridge_from_svd(svd_train, y[train], grid)           # (n_alphas, d)
@@ -119,8 +119,5 @@ def fit_ridge_heads(H: np.ndarray, R: np.ndarray, *, alphas: Sequence[float] | n
         val_mse[i] = mse[best]
         var = float(np.var(y[val]))
         val_r2[i] = 1.0 - mse[best] / var if var > 0 else np.nan
-        if svd_all is None:
-            svd_all = _svd(H[rows])
-            cache[key] = (rows, train, val, svd_train, H_val, svd_all)
         W[i] = _ridge_from_svd(svd_all, y, grid[best:best + 1])[0]
     return RidgeFit(W=W.astype(np.float32), alphas=chosen, val_mse=val_mse, val_r2=val_r2, n_rows=n_rows)
