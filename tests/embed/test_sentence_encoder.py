@@ -24,14 +24,16 @@ def minilm() -> SentenceEncoderBackbone:
 
 def test_features_are_the_documented_combination(minilm):
     assert isinstance(minilm, Backbone)
-    assert (minilm.feature_dim, minilm.prompt_feature_dim, minilm.max_length) == (768, 384, 256)
+    assert (minilm.feature_dim, minilm.prompt_feature_dim, minilm.max_length) == (769, 384, 256)
     feats = minilm.embed(PROMPTS, RESPONSES, batch_size=2)
-    assert feats.response.shape == (3, 768) and feats.prompt.shape == (3, 384)
+    assert feats.response.shape == (3, 769) and feats.prompt.shape == (3, 384)
     e_y = minilm.model.encode(RESPONSES, normalize_embeddings=True)
     e_x = minilm.model.encode([prompt_lines(p) for p in PROMPTS], normalize_embeddings=True)
     np.testing.assert_allclose(feats.prompt, e_x, atol=1e-5)
     np.testing.assert_allclose(feats.response[:, :384], e_y, atol=1e-5)
-    np.testing.assert_allclose(feats.response[:, 384:], e_x * e_y, atol=1e-5)
+    np.testing.assert_allclose(feats.response[:, 384:768], e_x * e_y, atol=1e-5)
+    n_tokens = [len(minilm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in RESPONSES]
+    np.testing.assert_allclose(feats.response[:, 768], np.log1p(n_tokens), rtol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(feats.prompt, axis=1), 1.0, atol=1e-5)
     assert prompt_lines(PROMPTS[2]) == "system: Be kind.\nuser: Name a capital city."
 

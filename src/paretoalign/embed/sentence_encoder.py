@@ -1,6 +1,10 @@
-"""A sentence encoder as embedding backbone: h(x, y) = [e(y), e(x) * e(y)], h(x) = e(x).
+"""A sentence encoder as embedding backbone: h(x, y) = [e(y), e(x) * e(y), log(1 + |y|)], h(x) = e(x).
 
-e(.) is the normalized sentence embedding. The prompt conversation is rendered as ``"role: content"`` lines and
+e(.) is the normalized sentence embedding and |y| the response's token count before truncation. Normalized embeddings
+carry almost no length information (a ridge fit of log word count on them reaches R^2 < 0 on held-out rows), so the
+length is appended explicitly; without it the verbosity objective and its de-correlation would be noise.
+
+The prompt conversation is rendered as ``"role: content"`` lines and
 cut from the LEFT to max_length tokens at a word start (its latest turns matter most); the response is cut from the
 right, as sentence-transformers does.
 """
@@ -22,7 +26,7 @@ from paretoalign.embed.backbone import Features, TruncationStats, TruncationWarn
 from paretoalign.embed.models import load_error, quiet_transformers, resolve_model
 from paretoalign.errors import InputError
 
-FEATURIZER_VERSION = "sentence_encoder/1"
+FEATURIZER_VERSION = "sentence_encoder/2"
 
 
 def prompt_lines(prompt: Sequence[Message]) -> str:
@@ -61,7 +65,7 @@ class SentenceEncoderBackbone:
         self.tokenizer = self.model.tokenizer
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         dim = int(get_dim())
-        self.feature_dim = 2 * dim
+        self.feature_dim = 2 * dim + 1
         self.prompt_feature_dim = dim
         self.truncation_stats = TruncationStats()
         self._budget = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
@@ -141,4 +145,5 @@ class SentenceEncoderBackbone:
         e_x_unique = self._encode(cut_unique, size, progress)
         e_y = self._encode(response_list, size, progress)
         e_x = e_x_unique[[where[t] for t in rendered]]
-        return Features(np.concatenate([e_y, e_x * e_y], axis=1), e_x)
+        length = np.log1p(np.array([len(ids) for ids in response_ids], dtype=np.float32))[:, None]
+        return Features(np.concatenate([e_y, e_x * e_y, length], axis=1), e_x)

@@ -61,8 +61,9 @@ class ArmoRMConfig:
         default=5,
         metadata={"help": "Folds for the out-of-fold BT-head rewards the gating trains on (< 2: in-sample rewards)."})
     gating_hidden: list[int] = field(
-        default_factory=lambda: [256, 256],
-        metadata={"help": "Gating MLP hidden sizes (the paper: three layers of 1024)."})
+        default_factory=lambda: [64],
+        metadata={"help": "Gating MLP hidden sizes (the paper: three layers of 1024, for ~1M pairs; one layer of 64 "
+                          "had the best validation accuracy on our 1k-10k pairs)."})
     gating_dropout: float = field(default=0.2, metadata={"help": "Gating MLP dropout."})
     gating_temperature: float = field(default=10.0, metadata={"help": "Softmax temperature tau of the gating."})
     gating_steps: int = field(default=1000, metadata={"help": "AdamW steps for the gating network."})

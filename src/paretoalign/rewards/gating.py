@@ -61,7 +61,7 @@ def softmax_rows(logits: np.ndarray) -> np.ndarray:
 class GatingNetwork(nn.Module):
     """g(x) = softmax(MLP(h(x)) / temperature); `scale` is the learnable s of R = s * sum_i g_i r'_i."""
 
-    def __init__(self, prompt_dim: int, n_objectives: int, hidden: Sequence[int] = (256, 256),
+    def __init__(self, prompt_dim: int, n_objectives: int, hidden: Sequence[int] = (64,),
                  dropout: float = 0.2, temperature: float = 10.0) -> None:
         super().__init__()
         if prompt_dim < 1 or n_objectives < 1:
@@ -148,7 +148,7 @@ def _evaluate(net: GatingNetwork, h: torch.Tensor, rw: torch.Tensor, rl: torch.T
     return loss, acc
 
 
-def train_gating(h_x_pairs: np.ndarray, r_w: np.ndarray, r_l: np.ndarray, *, hidden: Sequence[int] = (256, 256),
+def train_gating(h_x_pairs: np.ndarray, r_w: np.ndarray, r_l: np.ndarray, *, hidden: Sequence[int] = (64,),
                  dropout: float = 0.2, temperature: float = 10.0, steps: int = 1000, batch_size: int = 512,
                  lr: float = 1e-3, weight_decay: float = 0.0, val_fraction: float = 0.1, seed: int = 0,
                  progress: bool = False, num_threads: int | None = None, restore_best: bool = True,
