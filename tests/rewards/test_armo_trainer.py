@@ -1,3 +1,4 @@
+import json
 import math
 import random
 from types import SimpleNamespace
@@ -166,3 +167,33 @@ def test_cache_path_is_per_backbone_for_auto_and_directories(tmp_path, monkeypat
     assert embedding_cache_path(str(tmp_path), "cd" * 40) == tmp_path / f"{'cd' * 16}.sqlite"
     assert embedding_cache_path(str(tmp_path / "e.sqlite"), "cd" * 40) == tmp_path / "e.sqlite"
     assert embedding_cache_path("none", "x") is None and embedding_cache_path(None, "x") is None
+
+
+def _write_sources(tmp_path):
+    rows = [{"prompt": f"question {i}", "chosen": "good answer", "rejected": "bad"} for i in range(60)]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "sources.yaml").write_text(
+        "heldout_fraction: 0.3\nsources:\n  - name: toy\n    path: ${shared}/pairs.jsonl\n    format: pairs\n"
+        "    objective: helpfulness\n")
+    return tmp_path / "sources.yaml"
+
+
+def test_config_split_keeps_one_side_of_every_source(tmp_path):
+    from paretoalign.rewards.armo_trainer import load_config_data
+
+    sources = str(_write_sources(tmp_path))
+    sides = {split: load_config_data(ArmoRMConfig(sources=sources, shared_dir=str(tmp_path), split=split)).pairs
+             for split in (None, "train", "test")}
+    prompts = {k: {p.prompt[-1]["content"] for p in v} for k, v in sides.items()}
+    assert len(sides[None]) == 60 and len(sides["train"]) + len(sides["test"]) == 60
+    assert sides["test"] and not prompts["train"] & prompts["test"]
+
+
+def test_config_split_and_shared_sources_errors(tmp_path):
+    from paretoalign.errors import InputError
+    from paretoalign.rewards.armo_trainer import load_config_data
+
+    with pytest.raises(InputError, match="split must be one of"):
+        load_config_data(ArmoRMConfig(sources=str(_write_sources(tmp_path)), shared_dir=str(tmp_path), split="dev"))
+    with pytest.raises(InputError, match="sources=shared needs shared_dir"):
+        load_config_data(ArmoRMConfig(sources="shared"))

@@ -13,10 +13,15 @@ class ArmoRMConfig:
         default=None, metadata={"help": "Where the trained reward model directory is written (None: not saved)."})
     sources: str | None = field(
         default=None,
-        metadata={"help": "YAML sources config mapping dataset files/subsets to objectives; None: the bundled "
-                          "default."})
+        metadata={"help": "YAML sources config mapping dataset files/subsets to objectives; 'shared': all of "
+                          "the shared data (needs shared_dir); None: the bundled default."})
     shared_dir: str | None = field(
-        default=None, metadata={"help": "Folder that '${shared}' in the sources config stands for."})
+        default=None, metadata={"help": "Folder that '${shared}' in the sources config stands for (with "
+                                        "sources=shared: the shared data folder, e.g. ../shared/data)."})
+    split: str | None = field(
+        default=None,
+        metadata={"help": "Keep only one side ('train' or 'test') of the seeded held-out split in every source; "
+                          "None: all rows. `eval-rm --shared-heldout` evaluates on the 'test' side."})
     backbone: str = field(
         default="minilm",
         metadata={"help": "Embedding backbone: 'minilm', 'smollm2', 'gemma3-270m', a local directory, a .gguf file "

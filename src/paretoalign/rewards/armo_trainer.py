@@ -51,13 +51,24 @@ def resolve_backbone_spec(config: ArmoRMConfig) -> dict[str, Any]:
 def load_config_data(config: ArmoRMConfig):
     """The training data named by `config.sources` (the bundled default when None)."""
     from paretoalign.data.bundled import default_sources_config
-    from paretoalign.data.sources import load_sources_config, load_training_data
+    from paretoalign.data.sources import SPLITS, load_sources_config, load_training_data, shared_data_config
+    from paretoalign.errors import InputError
 
+    if config.split is not None and config.split not in SPLITS:
+        raise InputError(f"split must be one of {SPLITS} or None, got {config.split!r}", field="split")
     if config.sources is None:
         sources = default_sources_config()
+    elif config.sources == "shared":
+        if not config.shared_dir:
+            raise InputError("sources=shared needs shared_dir=DIR (the shared data folder, e.g. ../shared/data)",
+                             field="shared_dir")
+        sources = shared_data_config(config.shared_dir)
     else:
         shared = Path(config.shared_dir) if config.shared_dir else None
         sources = load_sources_config(config.sources, shared_dir=shared)
+    if config.split is not None:
+        for spec in sources.sources:
+            spec.split = config.split
     return load_training_data(sources)
 
 
