@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("eval-rm", help="Pairwise accuracy of a reward model, RewardBench-style.",
-                       description="Accuracy per dataset/subset with bootstrap 95%% intervals for the final score, "
+                       description="Accuracy per dataset/subset with bootstrap 95% intervals for the final score, "
                                    "each objective, the BT baseline and the length heuristic.")
     p.add_argument("--model", required=True, help="Reward model directory.")
     p.add_argument("--data", nargs="*", help="Preference-pair files {prompt, chosen, rejected, subset?}.")

@@ -197,3 +197,14 @@ def test_config_split_and_shared_sources_errors(tmp_path):
         load_config_data(ArmoRMConfig(sources=str(_write_sources(tmp_path)), shared_dir=str(tmp_path), split="dev"))
     with pytest.raises(InputError, match="sources=shared needs shared_dir"):
         load_config_data(ArmoRMConfig(sources="shared"))
+
+
+def test_decorrelation_grid_stops_at_max_lambda_and_warns_by_name(tmp_path):
+    with pytest.warns(UserWarning, match=r"objective '(clarity|harmlessness|helpfulness)' still has Spearman"):
+        model, _ = train_reward_model(config(tmp_path, decorrelation_max_lambda=0.0), make_data(),
+                                      backbone=HashingBackbone())
+    deco = model.metadata["decorrelation"]
+    assert all(v["lambda"] == 0.0 for v in deco.values())
+    assert not all(v["satisfied"] for v in deco.values())
+    with pytest.raises(ValueError, match="decorrelation_max_lambda"):
+        train_reward_model(config(tmp_path, decorrelation_max_lambda=-1.0), make_data(), backbone=HashingBackbone())

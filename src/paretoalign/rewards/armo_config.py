@@ -54,6 +54,11 @@ class ArmoRMConfig:
         default=True, metadata={"help": "Apply ArmoRM's verbosity de-correlation (Spearman threshold below)."})
     decorrelation_threshold: float = field(
         default=0.03, metadata={"help": "Largest Spearman(r'_i, r_verbosity) allowed on the reference set."})
+    decorrelation_max_lambda: float = field(
+        default=3.0,
+        metadata={"help": "Largest lambda on the grid {0, 0.01, ...}. The paper stops at 0.95, which leaves heads that "
+                          "are mostly length detectors (LLMBar's instruction following: Spearman 0.40 at 0.95) "
+                          "above the threshold; 0.95 reproduces the paper."})
     ridge_alphas: list[float] = field(
         default_factory=lambda: [10.0 ** e for e in range(-4, 5)],
         metadata={"help": "Ridge alpha grid for rated objectives (chosen on a validation split)."})

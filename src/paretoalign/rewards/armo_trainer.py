@@ -267,7 +267,11 @@ def train_reward_model(config: ArmoRMConfig, data=None, *, backbone: Backbone | 
     v = objectives.index(config.verbosity_objective)
     R_ref = reference @ W.T
     if config.decorrelate:
-        deco = verbosity_transform(R_ref, v, threshold=config.decorrelation_threshold)
+        if not 0 <= config.decorrelation_max_lambda <= 100:
+            raise ValueError(f"decorrelation_max_lambda must be in [0, 100], got {config.decorrelation_max_lambda}")
+        grid = np.round(np.arange(0, config.decorrelation_max_lambda + 0.005, 0.01), 2)
+        deco = verbosity_transform(R_ref, v, grid=grid, threshold=config.decorrelation_threshold,
+                                   objective_names=objectives)
         T = np.asarray(deco.T, dtype=np.float64)
         deco_report = {name: {"lambda": float(deco.lambdas[i]), "spearman_before": float(deco.spearman_before[i]),
                               "spearman_after": float(deco.spearman_after[i]), "satisfied": bool(deco.satisfied[i])}
