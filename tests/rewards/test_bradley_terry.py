@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from paretoalign.rewards.bradley_terry import fit_bt_head
+from paretoalign.rewards.bradley_terry import fit_bt_head, fit_bt_weights
 
 
 def planted_pairs(n=2000, d=10, scale=2.0, seed=0):
@@ -64,3 +64,15 @@ def test_too_few_pairs_and_bad_margins():
         fit_bt_head(np.ones((3, 2)), name="safety")
     with pytest.raises(ValueError, match="margins"):
         fit_bt_head(np.ones((10, 2)), margins=np.ones(9))
+
+
+def test_fixed_c_fit_equals_the_head_refitted_at_that_c():
+    D, _ = planted_pairs(n=300, d=6, seed=5)
+    margins = np.linspace(0.0, 1.0, 300)
+    w = fit_bt_weights(D, 0.05, margins=margins)
+    assert w.dtype == np.float64
+    np.testing.assert_allclose(w, fit_bt_head(D, Cs=[0.05], margins=margins).w, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="C must be positive"):
+        fit_bt_weights(D, 0.0)
+    with pytest.raises(ValueError, match="'safety' has 3 preference pairs"):
+        fit_bt_weights(np.ones((3, 2)), 1.0, name="safety")

@@ -77,3 +77,12 @@ def test_bad_inputs():
         verbosity_transform(np.zeros((10, 2)), 2)
     with pytest.raises(ValueError, match="constant"):
         verbosity_transform(np.ones((10, 2)), 1)
+
+
+def test_lambda_grid_is_the_papers_by_default_and_checks_its_bound():
+    from paretoalign.rewards.decorrelation import DEFAULT_GRID, lambda_grid
+
+    assert DEFAULT_GRID[0] == 0.0 and DEFAULT_GRID[-1] == 0.95 and len(DEFAULT_GRID) == 96
+    assert lambda_grid(3.0)[-1] == 3.0 and len(lambda_grid(3.0)) == 301
+    with pytest.raises(ValueError, match="decorrelation_max_lambda must be in"):
+        lambda_grid(-1.0, name="decorrelation_max_lambda")

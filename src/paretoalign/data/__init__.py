@@ -21,6 +21,7 @@ from paretoalign.data.sources import (
     TrainingData,
     load_sources_config,
     load_training_data,
+    restrict_to_split,
     shared_data_config,
 )
 from paretoalign.data.splits import heldout_split, prompt_key, split_of, split_pairs, split_ratings
@@ -50,6 +51,7 @@ __all__ = [
     "prompt_text",
     "rankings_to_pairs",
     "read_records",
+    "restrict_to_split",
     "shared_data_config",
     "split_implicit_prompt",
     "split_of",

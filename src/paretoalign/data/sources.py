@@ -174,6 +174,11 @@ def shared_data_config(shared_dir: str | os.PathLike, *, split: str | None = Non
     from paretoalign.data.bundled import bundled_data_dir
 
     config = load_sources_config(bundled_data_dir() / SHARED_SOURCES_FILE, shared_dir=shared_dir)
+    return restrict_to_split(config, split)
+
+
+def restrict_to_split(config: SourcesConfig, split: str | None) -> SourcesConfig:
+    """`config` with every source keeping only one side ("train" / "test") of the held-out split (None: unchanged)."""
     if split is not None:
         if split not in SPLITS:
             raise InputError(f"split must be one of {SPLITS} or None, got {split!r}", field="split")

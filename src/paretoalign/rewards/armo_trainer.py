@@ -51,11 +51,9 @@ def resolve_backbone_spec(config: ArmoRMConfig) -> dict[str, Any]:
 def load_config_data(config: ArmoRMConfig):
     """The training data named by `config.sources` (the bundled default when None)."""
     from paretoalign.data.bundled import default_sources_config
-    from paretoalign.data.sources import SPLITS, load_sources_config, load_training_data, shared_data_config
+    from paretoalign.data.sources import load_sources_config, load_training_data, restrict_to_split, shared_data_config
     from paretoalign.errors import InputError
 
-    if config.split is not None and config.split not in SPLITS:
-        raise InputError(f"split must be one of {SPLITS} or None, got {config.split!r}", field="split")
     if config.sources is None:
         sources = default_sources_config()
     elif config.sources == "shared":
@@ -66,10 +64,7 @@ def load_config_data(config: ArmoRMConfig):
     else:
         shared = Path(config.shared_dir) if config.shared_dir else None
         sources = load_sources_config(config.sources, shared_dir=shared)
-    if config.split is not None:
-        for spec in sources.sources:
-            spec.split = config.split
-    return load_training_data(sources)
+    return load_training_data(restrict_to_split(sources, config.split))
 
 
 def embedding_cache_path(setting: str | None, fingerprint: str) -> Path | None:
@@ -181,7 +176,7 @@ def crossfit_pair_rewards(config: ArmoRMConfig, objectives: list[str], kinds: di
     optimistic (stacking leakage), so each pair's own-objective reward comes from a head fitted on the other
     `gating_crossfit_folds - 1` folds (same C, unit std on the reference set like the full head).
     """
-    from paretoalign.rewards.bradley_terry import fit_bt_head
+    from paretoalign.rewards.bradley_terry import fit_bt_weights
 
     chosen = pair_feats[0].response.astype(np.float64)
     rejected = pair_feats[1].response.astype(np.float64)
@@ -201,11 +196,8 @@ def crossfit_pair_rewards(config: ArmoRMConfig, objectives: list[str], kinds: di
         margins = np.array([pairs[j].margin or 0.0 for j in idx])
         for f in range(folds):
             held, fit_rows = idx[fold_of == f], idx[fold_of != f]
-            fit = fit_bt_head(chosen[fit_rows] - rejected[fit_rows],
-                              margins=margins[fold_of != f] if np.any(margins) else None,
-                              Cs=[head_report[name]["C"]], val_fraction=config.head_val_fraction, seed=config.seed,
-                              name=name)
-            w = fit.w.astype(np.float64)
+            w = fit_bt_weights(chosen[fit_rows] - rejected[fit_rows], head_report[name]["C"],
+                               margins=margins[fold_of != f] if np.any(margins) else None, name=name)
             w /= (reference @ w).std()
             r_w[held, i] = chosen[held] @ w
             r_l[held, i] = rejected[held] @ w
@@ -216,7 +208,7 @@ def train_reward_model(config: ArmoRMConfig, data=None, *, backbone: Backbone | 
     """Train (and save to `config.output_dir` if set) a multi-objective reward model; returns (model, stats)."""
     from paretoalign.embed.registry import load_backbone
     from paretoalign.rewards.bradley_terry import fit_bt_head
-    from paretoalign.rewards.decorrelation import apply_transform, verbosity_transform
+    from paretoalign.rewards.decorrelation import apply_transform, lambda_grid, verbosity_transform
     from paretoalign.rewards.gating import train_gating
     from paretoalign.rewards.reward_model import RewardModel
 
@@ -267,9 +259,7 @@ def train_reward_model(config: ArmoRMConfig, data=None, *, backbone: Backbone | 
     v = objectives.index(config.verbosity_objective)
     R_ref = reference @ W.T
     if config.decorrelate:
-        if not 0 <= config.decorrelation_max_lambda <= 100:
-            raise ValueError(f"decorrelation_max_lambda must be in [0, 100], got {config.decorrelation_max_lambda}")
-        grid = np.round(np.arange(0, config.decorrelation_max_lambda + 0.005, 0.01), 2)
+        grid = lambda_grid(config.decorrelation_max_lambda, name="decorrelation_max_lambda")
         deco = verbosity_transform(R_ref, v, grid=grid, threshold=config.decorrelation_threshold,
                                    objective_names=objectives)
         T = np.asarray(deco.T, dtype=np.float64)

@@ -65,6 +65,34 @@ def _accuracy(w: np.ndarray, D: np.ndarray) -> float:
     return float(np.mean((z > 0) + 0.5 * (z == 0)))
 
 
+def _checked_pairs(D: np.ndarray, margins: np.ndarray | Sequence[float] | None,
+                   name: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """D as float64 (n, d) and the margins (zeros when None), validated."""
+    D = np.asarray(D, dtype=np.float64)
+    if D.ndim != 2:
+        raise ValueError(f"D must be (n, d), got shape {D.shape}")
+    n = D.shape[0]
+    what = f"objective {name!r}" if name else "the Bradley-Terry head"
+    if n < MIN_PAIRS:
+        raise ValueError(f"{what} has {n} preference pairs; a Bradley-Terry head needs at least {MIN_PAIRS}")
+    if not np.all(np.isfinite(D)):
+        raise ValueError("D contains NaN or infinite values")
+    m = np.zeros(n) if margins is None else np.asarray(margins, dtype=np.float64).ravel()
+    if m.shape != (n,) or not np.all(np.isfinite(m)):
+        raise ValueError(f"margins must be {n} finite numbers, got shape {m.shape}")
+    return D, m
+
+
+def fit_bt_weights(D: np.ndarray, C: float, *, margins: np.ndarray | Sequence[float] | None = None,
+                   name: str | None = None) -> np.ndarray:
+    """w (float64) fitted on all pairs at a fixed C: no validation split (C already chosen, e.g. by fit_bt_head)."""
+    D, m = _checked_pairs(D, margins, name)
+    if not C > 0:
+        raise ValueError(f"C must be positive, got {C}")
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit(D, m, float(C), np.zeros(D.shape[1]))
+
+
 def fit_bt_head(D: np.ndarray, *, margins: np.ndarray | Sequence[float] | None = None,
                 Cs: Sequence[float] | np.ndarray = DEFAULT_CS, val_fraction: float = 0.2,
                 seed: int = 0, name: str | None = None) -> BTFit:
@@ -74,18 +102,8 @@ def fit_bt_head(D: np.ndarray, *, margins: np.ndarray | Sequence[float] | None =
     (ties: the smaller C), then w is refitted on all pairs. L-BFGS-B on the exact loss above, float64, warm-started
     along the ascending C grid. Raises ValueError with fewer than 5 pairs (naming `name` if given).
     """
-    D = np.asarray(D, dtype=np.float64)
-    if D.ndim != 2:
-        raise ValueError(f"D must be (n, d), got shape {D.shape}")
+    D, m = _checked_pairs(D, margins, name)
     n, d = D.shape
-    what = f"objective {name!r}" if name else "the Bradley-Terry head"
-    if n < MIN_PAIRS:
-        raise ValueError(f"{what} has {n} preference pairs; a Bradley-Terry head needs at least {MIN_PAIRS}")
-    if not np.all(np.isfinite(D)):
-        raise ValueError("D contains NaN or infinite values")
-    m = np.zeros(n) if margins is None else np.asarray(margins, dtype=np.float64).ravel()
-    if m.shape != (n,) or not np.all(np.isfinite(m)):
-        raise ValueError(f"margins must be {n} finite numbers, got shape {m.shape}")
     grid = np.sort(np.asarray(Cs, dtype=np.float64).ravel())
     if grid.size == 0 or np.any(grid <= 0):
         raise ValueError("Cs must be a non-empty grid of positive values")

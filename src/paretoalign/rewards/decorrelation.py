@@ -15,7 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import spearmanr
 
-DEFAULT_GRID = np.round(np.arange(0, 0.96, 0.01), 2)
+
+def lambda_grid(max_lambda: float, *, name: str = "max_lambda") -> np.ndarray:
+    """The lambda grid {0, 0.01, ..., max_lambda} (the paper: max_lambda = 0.95)."""
+    if not 0 <= max_lambda <= 100:
+        raise ValueError(f"{name} must be in [0, 100], got {max_lambda}")
+    return np.round(np.arange(0, max_lambda + 0.005, 0.01), 2)
+
+
+DEFAULT_GRID = lambda_grid(0.95)
 
 
 @dataclass

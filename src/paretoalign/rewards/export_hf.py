@@ -26,6 +26,7 @@ from torch import nn
 from paretoalign import __version__
 from paretoalign.atomic_io import atomic_directory
 from paretoalign.embed.chat_format import PLAIN_ASSISTANT_PREFIX, has_chat_template
+from paretoalign.embed.models import quiet_transformers
 from paretoalign.errors import InputError
 from paretoalign.rewards.reward_model import RewardModel, Weights
 
@@ -109,17 +110,12 @@ def export_sequence_classifier(model: RewardModel, weights: Weights, output_dir:
                          "export from", field="backbone")
 
     from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
 
     # The load report would call the head "newly initialized, consider training": it is set just below.
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
+    with quiet_transformers():
         classifier = AutoModelForSequenceClassification.from_pretrained(
             model_path, num_labels=1, dtype=torch.float32, use_safetensors=True,
             trust_remote_code=bool(spec.get("trust_remote_code", False)))
-    finally:
-        hf_logging.set_verbosity(verbosity)
     head = getattr(classifier, "score", None)
     if not isinstance(head, nn.Linear) or tuple(head.weight.shape) != (1, u.shape[0]):
         raise InputError(f"{type(classifier).__name__} has no linear 'score' head of width {u.shape[0]}; this "
