@@ -1,0 +1,124 @@
+"""Best-of-N and worst-of-N sampling with a multi-objective reward model and user weights.
+
+Supports: any `Policy` (or a backend with the same ``sample`` method, e.g. the optional vLLM one), any object with
+``RewardModel.score``'s signature, weights as None (the RM's gating), a {objective: weight} dict or a vector;
+``select="worst"`` for red-teaming. Candidates of a prompt come from one shared prompt prefill; the N candidates
+are scored in one batched RM call (the sentence-encoder backbone embeds the prompt once for all of them).
+Assumes the candidates are i.i.d. samples of the policy (ALGORITHMS.md §3): then KL(pi_BoN || pi) <= log N - (N-1)/N
+and the pick beats a fresh sample with probability N/(N+1) (ties aside).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from paretoalign.data.schema import Message
+from paretoalign.inference.engine import Candidate
+from paretoalign.inference.policy import Policy, PromptLike, as_messages
+from paretoalign.inference.sampling_params import SamplingParams
+from paretoalign.inference.selection import (
+    ScoredCandidate,
+    SelectionResult,
+    bon_kl_bound,
+    check_n,
+    check_select,
+    pick_index,
+    score_candidates,
+)
+
+DEFAULT_BATCH_ROWS = 32
+"""Candidates generated together: prompts are grouped so that a batch holds about this many rows."""
+
+
+@dataclass
+class PreparedPrompts:
+    """Validated prompts: messages and token ids, checked against the policy's context."""
+
+    messages: list[list[Message]]
+    token_ids: list[list[int]]
+
+
+def load_policy(policy: Any) -> Any:
+    """A policy object from a Policy/backend or a model reference."""
+    return Policy.from_pretrained(policy) if isinstance(policy, str) else policy
+
+
+def load_reward_model(reward_model: Any) -> Any:
+    """A reward model object from an object or a saved directory."""
+    if isinstance(reward_model, str) or hasattr(reward_model, "__fspath__"):
+        from paretoalign.rewards.reward_model import RewardModel
+
+        return RewardModel.from_pretrained(reward_model)
+    return reward_model
+
+
+def prepare_prompts(policy: Any, reward_model: Any, prompts: Sequence[PromptLike], weights: Any,
+                    params: SamplingParams) -> PreparedPrompts:
+    """Check everything that can fail on input BEFORE any generation: weights, prompts, context length."""
+    if hasattr(reward_model, "resolve_weights"):
+        reward_model.resolve_weights(weights)
+    messages = [as_messages(p, i) for i, p in enumerate(prompts)]
+    token_ids = policy.encode_prompts(messages, params.max_new_tokens)
+    return PreparedPrompts(messages, token_ids)
+
+
+def prompt_groups(num_prompts: int, n: int, batch_rows: int) -> Iterator[list[int]]:
+    """Consecutive prompt indices, as many per group as fit in `batch_rows` candidates (at least one)."""
+    per_group = max(1, batch_rows // n)
+    for start in range(0, num_prompts, per_group):
+        yield list(range(start, min(num_prompts, start + per_group)))
+
+
+def build_result(prompt: list[Message], candidates: list[Candidate], scores: Sequence[float | None],
+                 breakdowns: Sequence[dict[str, float] | None], select: str, stats: dict[str, Any]) -> SelectionResult:
+    """The pick over finished candidates and the output record of one prompt."""
+    scored = [ScoredCandidate(c, None if s is None else float(s), b)
+              for c, s, b in zip(candidates, scores, breakdowns, strict=True)]
+    selected = pick_index(scores, [c.finished for c in candidates], select)
+    return SelectionResult(prompt=prompt, candidates=scored, selected=selected, stats=stats)
+
+
+def add_reference_logprobs(reference: Any, prompt_ids: list[int], candidates: list[Candidate],
+                           stats: dict[str, Any]) -> None:
+    """Sampler-vs-reference Monte-Carlo KL over a prompt's candidates (mean of summed log-ratio) into stats."""
+    ref = reference.response_logprobs(prompt_ids, [c.token_ids for c in candidates])
+    ratios = [float(np.sum(c.logprobs) - r.sum()) for c, r in zip(candidates, ref, strict=True)]
+    stats["sampler_kl_mc"] = float(np.mean(ratios))
+
+
+def best_of_n(policy: Any, reward_model: Any, prompts: Sequence[PromptLike], *, n: int, weights: Any = None,
+              select: str = "best", params: SamplingParams | None = None, reference: Any = None,
+              batch_rows: int = DEFAULT_BATCH_ROWS, rm_batch_size: int | None = None,
+              progress: bool = False) -> list[SelectionResult]:
+    """Sample N candidates per prompt, score them, pick the best (or worst) finished one; results in input order."""
+    n = check_n(n)
+    select = check_select(select)
+    params = params or SamplingParams()
+    policy = load_policy(policy)
+    reward_model = load_reward_model(reward_model)
+    prepared = prepare_prompts(policy, reward_model, prompts, weights, params)
+    results: list[SelectionResult] = []
+    bar = tqdm(total=len(prepared.messages), desc=f"best-of-{n}", unit="prompt", disable=not progress)
+    for group in prompt_groups(len(prepared.messages), n, batch_rows):
+        t0 = time.perf_counter()
+        sampled = policy.sample([prepared.token_ids[i] for i in group], n, params, prompt_indices=group)
+        t_gen = time.perf_counter() - t0
+        for i, candidates in zip(group, sampled, strict=True):
+            t1 = time.perf_counter()
+            scores, breakdowns = score_candidates(reward_model, prepared.messages[i], [c.text for c in candidates],
+                                                  weights, rm_batch_size)
+            stats = {"n": n, "method": f"{select}-of-n", "tokens_generated": sum(c.num_tokens for c in candidates),
+                     "rm_calls": len(candidates), "kl_bound": bon_kl_bound(n)}
+            if reference is not None:
+                add_reference_logprobs(reference, prepared.token_ids[i], candidates, stats)
+            stats["wall_s"] = t_gen / len(group) + (time.perf_counter() - t1)
+            results.append(build_result(prepared.messages[i], candidates, list(scores), breakdowns, select, stats))
+            bar.update(1)
+    bar.close()
+    return results

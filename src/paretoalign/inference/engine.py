@@ -1,0 +1,246 @@
+"""The transformers sampling engine: N candidates per prompt from ONE prompt prefill, generated in chunks.
+
+Supports:
+- several prompts per batch (left-padded once for the prefill); each prompt's KV cache is computed once and
+  repeated for its N candidates, never recomputed per candidate;
+- temperature / top-k / top-p / max new tokens / stop strings / EOS, one seeded generator per candidate
+  (a candidate's tokens do not depend on the batch it is in, see `sampling_params`);
+- incremental generation (`step(k)` runs at most k more tokens) and pruning (`prune`) so a caller can score
+  partial responses and drop candidates (Speculative Rejection); finished and pruned rows leave the batch;
+- per-token log-probs under the sampling distribution and under the unmodified policy (temperature 1), and
+  under a reference model after the fact (`reference_logprobs`), for Monte-Carlo KL estimates.
+
+Assumes a decoder-only transformers model whose forward takes ``position_ids``, ``attention_mask``,
+``past_key_values`` (a cache with ``batch_repeat_interleave`` / ``batch_select_indices``) and ``logits_to_keep``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from paretoalign.inference.policy import Policy, response_logprobs
+from paretoalign.inference.sampling_params import SamplingParams, candidate_seed, next_tokens
+
+FINISHED_REASONS = ("eos", "stop")
+
+
+@dataclass(eq=False)
+class Candidate:
+    """One sampled response (possibly partial) and its bookkeeping."""
+
+    prompt_index: int
+    index: int
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    """log-prob of each token under the distribution it was drawn from (temperature / top-k / top-p applied)."""
+    policy_logprobs: list[float] = field(default_factory=list)
+    """log-prob of each token under the unmodified policy (temperature 1)."""
+    finish_reason: str | None = None
+    """"eos" or "stop" (finished), "length" (cut at max_new_tokens), None while generating or once rejected."""
+    rejected_at: int | None = None
+    """Number of tokens it had when a caller pruned it, else None."""
+    text: str = ""
+    generator: torch.Generator | None = field(default=None, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the response ended on its own (EOS or a stop string), not by the token limit or pruning."""
+        return self.finish_reason in FINISHED_REASONS
+
+    @property
+    def active(self) -> bool:
+        """Whether it is still being generated."""
+        return self.finish_reason is None and self.rejected_at is None
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens generated for it (an EOS token counts)."""
+        return len(self.token_ids)
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
+class CandidateGenerator:
+    """N candidates for each of a few prompts, sampled step by step from one shared prefill per prompt."""
+
+    def __init__(self, policy: Policy, prompt_ids: Sequence[Sequence[int]], n: int, params: SamplingParams, *,
+                 prompt_indices: Sequence[int] | None = None) -> None:
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
+            raise ValueError("every prompt needs at least one token")
+        self.policy = policy
+        self.params = params
+        self.n = n
+        self.prompt_ids = [list(p) for p in prompt_ids]
+        self.prompt_indices = list(prompt_indices) if prompt_indices is not None else list(range(len(prompt_ids)))
+        if len(self.prompt_indices) != len(self.prompt_ids):
+            raise ValueError("one prompt index per prompt")
+        self._eos = policy.eos_token_ids
+        self._stop_tail = max((len(s) for s in params.stop), default=0) + 8
+        self.steps = 0
+        self.candidates: list[list[Candidate]] = []
+        for p in self.prompt_indices:
+            row = []
+            for j in range(n):
+                g = torch.Generator(device="cpu")
+                g.manual_seed(candidate_seed(params.seed, p, j))
+                row.append(Candidate(prompt_index=p, index=j, generator=g))
+            self.candidates.append(row)
+        self._rows: list[Candidate] = [c for group in self.candidates for c in group]
+        self._prefill()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def done(self) -> bool:
+        """Whether no candidate is still being generated."""
+        return not self._rows
+
+    @property
+    def active(self) -> list[Candidate]:
+        """Candidates still being generated, in batch order."""
+        return list(self._rows)
+
+    @property
+    def tokens_generated(self) -> int:
+        """Tokens sampled so far over all candidates."""
+        return sum(c.num_tokens for group in self.candidates for c in group)
+
+    @property
+    def next_logits(self) -> torch.Tensor:
+        """Policy logits (active rows, vocab) for the next token of each active candidate, in `active` order."""
+        return self._logits
+
+    def partial_text(self, candidate: Candidate) -> str:
+        """The response text so far (the final text once it has stopped)."""
+        if not candidate.active:
+            return candidate.text
+        return self.policy.decode(candidate.token_ids)
+
+    # ------------------------------------------------------------------ generation
+
+    @torch.inference_mode()
+    def _prefill(self) -> None:
+        lengths = [len(p) for p in self.prompt_ids]
+        width = max(lengths)
+        ids = torch.full((len(lengths), width), self._pad_id(), dtype=torch.long)
+        mask = torch.zeros((len(lengths), width), dtype=torch.long)
+        for i, p in enumerate(self.prompt_ids):
+            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        padded = bool((mask == 0).any())
+        out = self.policy.model(input_ids=ids, attention_mask=mask if padded else None, position_ids=positions,
+                                use_cache=True, return_dict=True, logits_to_keep=1)
+        self._cache = out.past_key_values
+        if self.n > 1:
+            self._cache.batch_repeat_interleave(self.n)
+        self._logits = out.logits[:, -1].float().repeat_interleave(self.n, dim=0)
+        self._mask = mask.repeat_interleave(self.n, dim=0) if padded else None
+        self._prompt_len = torch.tensor(lengths, dtype=torch.long).repeat_interleave(self.n)
+
+    def _pad_id(self) -> int:
+        tok = self.policy.tokenizer
+        for value in (tok.pad_token_id, tok.eos_token_id, 0):
+            if value is not None:
+                return int(value)
+        return 0
+
+    def _select(self, keep: list[int]) -> None:
+        """Keep only batch rows `keep` (positions in the current batch), in that order."""
+        if len(keep) == len(self._rows):
+            return
+        self._rows = [self._rows[i] for i in keep]
+        if not keep:
+            return
+        idx = torch.tensor(keep, dtype=torch.long)
+        self._cache.batch_select_indices(idx)
+        self._logits = self._logits[idx]
+        self._prompt_len = self._prompt_len[idx]
+        if self._mask is not None:
+            self._mask = self._mask[idx]
+
+    def _finish(self, c: Candidate, reason: str) -> None:
+        c.finish_reason = reason
+        text = self.policy.decode(c.token_ids)
+        c.text = _cut_at_stop(text, self.params.stop) if reason == "stop" else text
+        c.generator = None
+
+    def _hit_stop(self, c: Candidate) -> bool:
+        if not self.params.stop:
+            return False
+        tail = self.policy.decode(c.token_ids[-self._stop_tail:])
+        return any(s in tail for s in self.params.stop)
+
+    @torch.inference_mode()
+    def step(self, max_tokens: int | None = None) -> int:
+        """Generate until every candidate stopped, or `max_tokens` more tokens; returns the steps taken."""
+        target = self.params.max_new_tokens if max_tokens is None else min(self.params.max_new_tokens,
+                                                                            self.steps + max_tokens)
+        taken = 0
+        while self._rows and self.steps < target:
+            tokens, lp_sample, lp_policy = next_tokens(self._logits, self.params, [c.generator for c in self._rows])
+            self.steps += 1
+            taken += 1
+            keep = []
+            for i, c in enumerate(self._rows):
+                t = int(tokens[i])
+                c.token_ids.append(t)
+                c.logprobs.append(float(lp_sample[i]))
+                c.policy_logprobs.append(float(lp_policy[i]))
+                if t in self._eos:
+                    self._finish(c, "eos")
+                elif self._hit_stop(c):
+                    self._finish(c, "stop")
+                elif self.steps >= self.params.max_new_tokens:
+                    self._finish(c, "length")
+                else:
+                    keep.append(i)
+            self._select(keep)
+            if not self._rows:
+                break
+            fed = tokens[torch.tensor(keep, dtype=torch.long)].unsqueeze(-1)
+            if self._mask is not None:
+                self._mask = torch.cat([self._mask, torch.ones_like(fed)], dim=-1)
+            out = self.policy.model(input_ids=fed, attention_mask=self._mask,
+                                    position_ids=(self._prompt_len + self.steps - 1).unsqueeze(-1),
+                                    past_key_values=self._cache, use_cache=True, return_dict=True, logits_to_keep=1)
+            self._cache = out.past_key_values
+            self._logits = out.logits[:, -1].float()
+        return taken
+
+    def prune(self, keep: Iterable[Candidate]) -> list[Candidate]:
+        """Stop generating every active candidate not in `keep`; returns the ones pruned."""
+        wanted = {id(c) for c in keep}
+        pruned = [c for c in self._rows if id(c) not in wanted]
+        for c in pruned:
+            c.rejected_at = c.num_tokens
+            c.text = self.policy.decode(c.token_ids)
+            c.generator = None
+        self._select([i for i, c in enumerate(self._rows) if id(c) in wanted])
+        return pruned
+
+    def run(self) -> list[list[Candidate]]:
+        """Generate to the end; the candidates of each prompt."""
+        self.step()
+        return self.candidates
+
+
+def generate_candidates(policy: Policy, prompt_ids: Sequence[Sequence[int]], n: int, params: SamplingParams, *,
+                        prompt_indices: Sequence[int] | None = None) -> list[list[Candidate]]:
+    """N complete candidates per prompt (shared prefill, one generator per candidate)."""
+    return CandidateGenerator(policy, prompt_ids, n, params, prompt_indices=prompt_indices).run()
+
+
+def reference_logprobs(reference: Policy, prompt_ids: Sequence[int], candidates: Sequence[Candidate]
+                       ) -> list[np.ndarray]:
+    """Per-token log-probs of the candidates of ONE prompt under a reference policy (same tokenizer)."""
+    return response_logprobs(reference.model, prompt_ids, [c.token_ids for c in candidates])

@@ -1,0 +1,101 @@
+"""Scored candidates, the pick rule shared by Best-of-N and Speculative Rejection, and the output rows.
+
+The pick is the argmax (best) or argmin (worst) of the weighted final reward over FINISHED candidates; ties go to
+the lowest candidate index. A prompt whose candidates all hit the token limit gets no pick (``selected`` is None).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from paretoalign.data.schema import Message
+from paretoalign.errors import InputError
+from paretoalign.inference.engine import Candidate
+
+SELECT_MODES = ("best", "worst")
+
+
+def check_n(n: int) -> int:
+    """N as an int >= 1."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"n must be an integer >= 1, got {n!r}", field="n")
+    return int(n)
+
+
+def check_select(select: str) -> str:
+    """'best' or 'worst'."""
+    if select not in SELECT_MODES:
+        raise InputError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}", field="select")
+    return select
+
+
+def bon_kl_bound(n: int) -> float:
+    """The analytic bound KL(pi_BoN || pi_ref) <= log N - (N - 1) / N (nats)."""
+    n = check_n(n)
+    return math.log(n) - (n - 1) / n
+
+
+@dataclass
+class ScoredCandidate:
+    """A candidate with its reward: the weighted final score and the per-objective breakdown."""
+
+    candidate: Candidate
+    score: float | None = None
+    objectives: dict[str, float] | None = None
+
+    def row(self) -> dict[str, Any]:
+        """The JSON form of the output contract."""
+        c = self.candidate
+        return {"response": c.text, "score": self.score, "objectives": self.objectives, "finished": c.finished,
+                "tokens": c.num_tokens, "rejected_at": c.rejected_at}
+
+
+@dataclass
+class SelectionResult:
+    """One prompt's candidates, the pick and the run's statistics."""
+
+    prompt: list[Message]
+    candidates: list[ScoredCandidate]
+    selected: int | None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def response(self) -> str | None:
+        """The picked response text, or None when no candidate finished."""
+        return None if self.selected is None else self.candidates[self.selected].candidate.text
+
+    @property
+    def pick(self) -> ScoredCandidate | None:
+        """The picked candidate, if any."""
+        return None if self.selected is None else self.candidates[self.selected]
+
+    def row(self) -> dict[str, Any]:
+        """Output fields (the caller adds the input fields)."""
+        return {"response": self.response, "selected": self.selected,
+                "candidates": [c.row() for c in self.candidates], "stats": dict(self.stats)}
+
+
+def pick_index(scores: Sequence[float | None], finished: Sequence[bool], select: str = "best") -> int | None:
+    """Index of the best (or worst) finished candidate; ties go to the lowest index; None if none finished."""
+    check_select(select)
+    best: int | None = None
+    for i, (s, done) in enumerate(zip(scores, finished, strict=True)):
+        if not done or s is None:
+            continue
+        if best is None or (s > scores[best] if select == "best" else s < scores[best]):
+            best = i
+    return best
+
+
+def score_candidates(reward_model: Any, prompt: list[Message], texts: Sequence[str], weights: Any,
+                     batch_size: int | None = None) -> tuple[np.ndarray, list[dict[str, float]]]:
+    """Weighted scores and per-objective breakdowns of responses to one prompt, in one batched RM call."""
+    out = reward_model.score([prompt] * len(texts), list(texts), weights=weights, batch_size=batch_size)
+    names = list(out.objective_names)
+    breakdown = [{name: float(v) for name, v in zip(names, row, strict=True)} for row in np.asarray(out.objectives)]
+    return np.asarray(out.score, dtype=np.float64), breakdown

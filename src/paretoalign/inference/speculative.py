@@ -1,0 +1,137 @@
+"""Speculative Rejection (Sun et al., NeurIPS 2024): Best-of-N that stops generating unpromising candidates early.
+
+Supports: a decision schedule by token count (default 16, 32, 64, ... below max_new_tokens), a rejection rate
+alpha in [0, 1), any RM and user weights, best- or worst-of-N selection, the transformers engine (chunked
+generation; backends without chunked generation are refused). At each decision point the still-generating
+candidates of a prompt are scored on their PARTIAL text and only the top ceil((1 - alpha) * m) continue
+(at least one); candidates that already finished are complete, cost nothing more and stay eligible. The pick is
+the best complete response by final reward. With alpha = 0 nothing is pruned and the result equals
+`best_of_n` with the same seed exactly (each candidate draws from its own generator).
+Assumes partial-response rewards rank candidates roughly as their final rewards will (the paper's premise).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from paretoalign.errors import InputError
+from paretoalign.inference.best_of_n import (
+    DEFAULT_BATCH_ROWS,
+    build_result,
+    load_policy,
+    load_reward_model,
+    prepare_prompts,
+    prompt_groups,
+)
+from paretoalign.inference.engine import Candidate, CandidateGenerator
+from paretoalign.inference.policy import Policy, PromptLike
+from paretoalign.inference.sampling_params import SamplingParams
+from paretoalign.inference.selection import bon_kl_bound, check_n, check_select, score_candidates
+
+
+def default_decision_tokens(max_new_tokens: int, first: int = 16) -> list[int]:
+    """first, 2*first, 4*first, ... below max_new_tokens."""
+    points = []
+    t = first
+    while t < max_new_tokens:
+        points.append(t)
+        t *= 2
+    return points
+
+
+def check_rejection_rate(alpha: float) -> float:
+    """alpha as a float in [0, 1)."""
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"rejection rate must be a number in [0, 1), got {alpha!r}", field="rejection_rate") from exc
+    if not (0.0 <= value < 1.0):
+        raise InputError(f"rejection rate must be in [0, 1), got {alpha!r}", field="rejection_rate")
+    return value
+
+
+def check_decision_tokens(points: Sequence[int], max_new_tokens: int) -> list[int]:
+    """Strictly increasing positive token counts below max_new_tokens."""
+    points = list(points)
+    if any(isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in points):
+        raise InputError(f"decision points must be positive integers, got {points}", field="decision_tokens")
+    if any(b <= a for a, b in zip(points, points[1:], strict=False)):
+        raise InputError(f"decision points must be strictly increasing, got {points}", field="decision_tokens")
+    if points and points[-1] >= max_new_tokens:
+        raise InputError(f"decision points must be below max_new_tokens={max_new_tokens}, got {points}",
+                         field="decision_tokens")
+    return points
+
+
+def survivors(candidates: Sequence[Candidate], scores: Sequence[float], alpha: float, select: str) -> list[Candidate]:
+    """The top ceil((1 - alpha) * m) candidates by partial score (bottom for worst-of-N); ties keep lower indices."""
+    keep = max(1, math.ceil((1.0 - alpha) * len(candidates) - 1e-9))
+    sign = -1.0 if select == "best" else 1.0
+    order = sorted(range(len(candidates)), key=lambda i: (sign * scores[i], candidates[i].index))
+    return [candidates[i] for i in sorted(order[:keep])]
+
+
+def speculative_rejection(policy: Any, reward_model: Any, prompts: Sequence[PromptLike], *, n: int,
+                          rejection_rate: float = 0.5, decision_tokens: Sequence[int] | None = None,
+                          weights: Any = None, select: str = "best", params: SamplingParams | None = None,
+                          batch_rows: int = DEFAULT_BATCH_ROWS, rm_batch_size: int | None = None,
+                          progress: bool = False) -> list:
+    """Best-of-N with early rejection of low-reward partial responses; results in input order."""
+    n = check_n(n)
+    select = check_select(select)
+    alpha = check_rejection_rate(rejection_rate)
+    params = params or SamplingParams()
+    points = check_decision_tokens(default_decision_tokens(params.max_new_tokens) if decision_tokens is None
+                                   else decision_tokens, params.max_new_tokens)
+    policy = load_policy(policy)
+    if not isinstance(policy, Policy):
+        raise InputError(f"speculative rejection needs chunked generation, which the {type(policy).__name__} "
+                         "backend does not offer; use the transformers Policy", field="policy")
+    reward_model = load_reward_model(reward_model)
+    prepared = prepare_prompts(policy, reward_model, prompts, weights, params)
+    results = []
+    bar = tqdm(total=len(prepared.messages), desc=f"speculative-{n}", unit="prompt", disable=not progress)
+    for group in prompt_groups(len(prepared.messages), n, batch_rows):
+        t0 = time.perf_counter()
+        gen = CandidateGenerator(policy, [prepared.token_ids[i] for i in group], n, params, prompt_indices=group)
+        partial: dict[int, tuple[float, dict[str, float]]] = {}
+        rm_rows = dict.fromkeys(group, 0)
+        for point in points:
+            gen.step(point - gen.steps)
+            if gen.done:
+                break
+            for i, candidates in zip(group, gen.candidates, strict=True):
+                live = [c for c in candidates if c.active]
+                if len(live) <= 1 or alpha == 0.0:
+                    continue
+                scores, breakdowns = score_candidates(reward_model, prepared.messages[i],
+                                                      [gen.partial_text(c) for c in live], weights, rm_batch_size)
+                rm_rows[i] += len(live)
+                for c, s, b in zip(live, scores, breakdowns, strict=True):
+                    partial[id(c)] = (float(s), b)
+                keep = {id(c) for c in survivors(live, list(scores), alpha, select)}
+                gen.prune([c for c in gen.active if c.prompt_index != i or id(c) in keep])
+        gen.step()
+        elapsed = time.perf_counter() - t0
+        for i, candidates in zip(group, gen.candidates, strict=True):
+            t1 = time.perf_counter()
+            complete = [c for c in candidates if c.rejected_at is None]
+            scores, breakdowns = score_candidates(reward_model, prepared.messages[i], [c.text for c in complete],
+                                                  weights, rm_batch_size)
+            final = {id(c): (float(s), b) for c, s, b in zip(complete, scores, breakdowns, strict=True)}
+            rm_rows[i] += len(complete)
+            merged = [final.get(id(c)) or partial[id(c)] for c in candidates]
+            stats = {"n": n, "method": "speculative", "select": select, "rejection_rate": alpha,
+                     "decision_tokens": points, "tokens_generated": sum(c.num_tokens for c in candidates),
+                     "rm_calls": rm_rows[i], "kl_bound": bon_kl_bound(n),
+                     "wall_s": elapsed / len(group) + (time.perf_counter() - t1)}
+            results.append(build_result(prepared.messages[i], candidates, [m[0] for m in merged],
+                                        [m[1] for m in merged], select, stats))
+            bar.update(1)
+    bar.close()
+    return results

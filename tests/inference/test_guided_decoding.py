@@ -1,0 +1,186 @@
+import pytest
+import torch
+
+from paretoalign.errors import InputError
+from paretoalign.inference.guided_decoding import (
+    combine_logits,
+    prompt_token_ids,
+    reward_guided_generate,
+)
+from paretoalign.inference.sampling_params import SamplingParams, candidate_generators, next_tokens
+from tests.tiny import make_tiny_gpt2, make_tiny_llama, make_tokenizer
+
+PROMPTS = [[{"role": "user", "content": "How do I bake bread?"}], "What is the capital of France?"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def base(tokenizer):
+    return make_tiny_llama(tokenizer, seed=1)
+
+
+@pytest.fixture(scope="module")
+def reward(tokenizer):
+    return make_tiny_gpt2(tokenizer, seed=2)
+
+
+def _hand_guided_logprobs(base_logits, reward_logits, weights, beta):
+    """log of pi_base * prod_i pi_r,i^(w_i/beta), normalised, computed in probability space."""
+    product = base_logits.double().softmax(-1)
+    for logits, w in zip(reward_logits, weights, strict=True):
+        product = product * logits.double().softmax(-1) ** (w / beta)
+    return (product / product.sum(-1, keepdim=True)).log()
+
+
+@torch.no_grad()
+def _reference_sample(base, rewards, weights, beta, tokenizer, prompt, prompt_index, n, params):
+    """Each candidate on its own: every model re-reads the whole sequence at every step (no cache)."""
+    eos = {tokenizer.eos_token_id}
+    prompt_ids = prompt_token_ids(tokenizer, prompt)
+    out = []
+    for j, gen in enumerate(candidate_generators(params.seed, prompt_index, n)):
+        del j
+        ids: list[int] = []
+        for _ in range(params.max_new_tokens):
+            seq = torch.tensor([prompt_ids + ids])
+            logits = base(input_ids=seq).logits[:, -1]
+            if rewards:
+                logits = _hand_guided_logprobs(logits, [r(input_ids=seq).logits[:, -1] for r in rewards],
+                                               weights, beta).float()
+            tok = int(next_tokens(logits, params, [gen])[0][0])
+            ids.append(tok)
+            if tok in eos:
+                break
+        out.append(ids)
+    return out
+
+
+def test_without_reward_models_matches_plain_sampling(base, tokenizer):
+    params = SamplingParams(max_new_tokens=10, seed=3, temperature=0.9, top_k=50)
+    got = reward_guided_generate(base, tokenizer, [], PROMPTS, n=3, params=params)
+    for i, prompt in enumerate(PROMPTS):
+        expected = _reference_sample(base, [], [], 1.0, tokenizer, prompt, i, 3, params)
+        assert [c.token_ids for c in got[i]] == expected
+
+
+def test_weight_zero_equals_no_reward_model(base, reward, tokenizer):
+    params = SamplingParams(max_new_tokens=10, seed=4)
+    plain = reward_guided_generate(base, tokenizer, [], PROMPTS, n=2, params=params)
+    zero = reward_guided_generate(base, tokenizer, [(reward, 0.0)], PROMPTS, n=2, params=params)
+    assert [[c.token_ids for c in row] for row in zero] == [[c.token_ids for c in row] for row in plain]
+
+
+def test_one_reward_model_samples_the_normalised_product(base, reward, tokenizer):
+    params = SamplingParams(max_new_tokens=8, seed=5)
+    got = reward_guided_generate(base, tokenizer, [(reward, 0.7)], PROMPTS[:1], n=3, beta=0.5, params=params)
+    expected = _reference_sample(base, [reward], [0.7], 0.5, tokenizer, PROMPTS[0], 0, 3, params)
+    assert [c.token_ids for c in got[0]] == expected
+
+
+def test_guided_logprobs_equal_hand_computed_product_at_each_step(base, reward, tokenizer):
+    params = SamplingParams(max_new_tokens=3, seed=6)
+    cand = reward_guided_generate(base, tokenizer, [(reward, 0.7)], PROMPTS[:1], n=1, beta=0.5, params=params)[0][0]
+    prompt_ids = prompt_token_ids(tokenizer, PROMPTS[0])
+    for t, tok in enumerate(cand.token_ids):
+        seq = torch.tensor([prompt_ids + cand.token_ids[:t]])
+        with torch.no_grad():
+            b, r = base(input_ids=seq).logits[:, -1], reward(input_ids=seq).logits[:, -1]
+        assert cand.guided_logprobs[t] == pytest.approx(_hand_guided_logprobs(b, [r], [0.7], 0.5)[0, tok].item(),
+                                                        abs=1e-4)
+        assert cand.logprobs[t] == pytest.approx(b.log_softmax(-1)[0, tok].item(), abs=1e-4)
+
+
+def test_combine_logits_is_the_normalised_weighted_product():
+    gen = torch.Generator().manual_seed(0)
+    base_logits, r1, r2 = (torch.randn(2, 17, generator=gen) for _ in range(3))
+    got = combine_logits(base_logits, [r1, r2], [0.3, 1.2], beta=0.8)
+    assert torch.allclose(got.double(), _hand_guided_logprobs(base_logits, [r1, r2], [0.3, 1.2], 0.8), atol=1e-5)
+
+
+def test_candidates_do_not_depend_on_n(base, reward, tokenizer):
+    params = SamplingParams(max_new_tokens=6, seed=7)
+    two = reward_guided_generate(base, tokenizer, [(reward, 1.0)], PROMPTS[:1], n=2, params=params)[0]
+    four = reward_guided_generate(base, tokenizer, [(reward, 1.0)], PROMPTS[:1], n=4, params=params)[0]
+    assert [c.token_ids for c in four[:2]] == [c.token_ids for c in two]
+
+
+def _first_new_token_after_start(ids):
+    """An index k >= 1 whose token does not occur before it (so it first appears there)."""
+    return next(k for k in range(1, len(ids)) if ids[k] not in ids[:k])
+
+
+def test_eos_ends_a_candidate_and_the_others_continue(base, reward, tokenizer):
+    params = SamplingParams(max_new_tokens=8, seed=8)
+    free = reward_guided_generate(base, tokenizer, [(reward, 1.0)], PROMPTS[:1], n=3, params=params)[0]
+    k = _first_new_token_after_start(free[0].token_ids)
+    eos_tok = free[0].token_ids[k]
+    original = base.generation_config.eos_token_id
+    base.generation_config.eos_token_id = [tokenizer.eos_token_id, eos_tok]
+    try:
+        cut = reward_guided_generate(base, tokenizer, [(reward, 1.0)], PROMPTS[:1], n=3, params=params)[0]
+    finally:
+        base.generation_config.eos_token_id = original
+    assert cut[0].token_ids == free[0].token_ids[: k + 1]
+    assert cut[0].finished and cut[0].stop_reason == "eos"
+    assert cut[0].text == tokenizer.decode(free[0].token_ids[:k])
+    for j in (1, 2):
+        ids = free[j].token_ids
+        end = ids.index(eos_tok) + 1 if eos_tok in ids else len(ids)
+        assert cut[j].token_ids == ids[:end]
+
+
+def test_length_cut_candidates_are_unfinished(base, tokenizer):
+    cand = reward_guided_generate(base, tokenizer, [], PROMPTS[:1], params=SamplingParams(max_new_tokens=4))[0][0]
+    assert len(cand.token_ids) == 4 and not cand.finished and cand.stop_reason == "length"
+
+
+def test_stop_string_ends_a_candidate_and_is_cut_from_the_text(base, tokenizer):
+    params = SamplingParams(max_new_tokens=8, seed=9, temperature=0.0)
+    free = reward_guided_generate(base, tokenizer, [], PROMPTS[:1], params=params)[0][0]
+    pieces = [tokenizer.decode([t]) for t in free.token_ids]
+    k = next(i for i, p in enumerate(pieces) if i >= 1 and p.isascii() and p.strip() and p not in "".join(pieces[:i]))
+    stopped = reward_guided_generate(base, tokenizer, [], PROMPTS[:1],
+                                     params=SamplingParams(max_new_tokens=8, seed=9, temperature=0.0,
+                                                           stop=(pieces[k],)))[0][0]
+    assert stopped.stop_reason == "stop" and stopped.finished
+    assert stopped.token_ids == free.token_ids[: k + 1]
+    assert stopped.text == tokenizer.decode(free.token_ids[:k])
+
+
+def test_reward_model_with_another_vocabulary_raises(base, tokenizer):
+    other = make_tiny_llama(tokenizer, seed=3)
+    other.resize_token_embeddings(len(tokenizer) + 16)
+    with pytest.raises(InputError) as info:
+        reward_guided_generate(base, tokenizer, [(other, 1.0)], PROMPTS[:1])
+    assert info.value.field == "reward_models"
+
+
+@pytest.mark.parametrize("beta", [0.0, -1.0])
+def test_non_positive_beta_raises(base, reward, tokenizer, beta):
+    with pytest.raises(InputError) as info:
+        reward_guided_generate(base, tokenizer, [(reward, 1.0)], PROMPTS[:1], beta=beta)
+    assert info.value.field == "beta"
+
+
+def test_negative_weight_raises(base, reward, tokenizer):
+    with pytest.raises(InputError) as info:
+        reward_guided_generate(base, tokenizer, [(reward, -0.5)], PROMPTS[:1])
+    assert info.value.field == "reward_models"
+
+
+def test_a_single_message_list_instead_of_a_list_of_prompts_raises(base, tokenizer):
+    with pytest.raises(InputError) as info:
+        reward_guided_generate(base, tokenizer, [], PROMPTS[0])
+    assert info.value.field == "prompts"
