@@ -277,6 +277,111 @@ def format_breakdown(prompts, responses, gated, reweighted, user_weights) -> str
     return "\n".join(lines).lstrip("\n")
 
 
+# ---------------------------------------------------------------- bon / calibrate
+def sampling_params_from_args(args: argparse.Namespace):
+    """SamplingParams from the shared sampling flags."""
+    from paretoalign.inference.sampling_params import SamplingParams
+
+    return SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                          max_new_tokens=args.max_new_tokens, stop=tuple(args.stop or ()), seed=args.seed)
+
+
+def parse_int_list(text: str | None, field: str) -> list[int] | None:
+    """'16,32,64' -> [16, 32, 64]."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise InputError(f"expected comma-separated integers, got {text!r}", field=field) from exc
+
+
+def load_generation_inputs(args: argparse.Namespace):
+    """Prompt rows, policy and reward model of `bon` / `calibrate`, input checked before any model loads."""
+    from paretoalign.data.prompts import read_prompts
+    from paretoalign.inference.policy import Policy
+    from paretoalign.rewards.reward_model import RewardModel
+
+    rows = read_prompts(args.prompts)
+    weights = parse_weights(args.weights)
+    params = sampling_params_from_args(args)
+    reward_model = RewardModel.from_pretrained(args.rm)
+    check_weights(weights, reward_model.objective_names)
+    policy = Policy.from_pretrained(args.policy, trust_remote_code=args.trust_remote_code)
+    return rows, weights, params, policy, reward_model
+
+
+def cmd_bon(args: argparse.Namespace) -> int:
+    from paretoalign.atomic_io import write_jsonl_atomic
+    from paretoalign.inference.best_of_n import best_of_n
+    from paretoalign.inference.selection import check_n
+    from paretoalign.inference.speculative import check_rejection_rate, speculative_rejection
+
+    check_n(args.n)  # fail before loading any model
+    check_rejection_rate(args.rejection_rate)
+    decision = parse_int_list(args.decision_tokens, "decision_tokens")
+    rows, weights, params, policy, reward_model = load_generation_inputs(args)
+    reference = None
+    if args.reference:
+        from paretoalign.inference.policy import Policy
+
+        reference = Policy.from_pretrained(args.reference, trust_remote_code=args.trust_remote_code)
+    common = dict(n=args.n, weights=weights, select=args.select, params=params, batch_rows=args.batch_rows,
+                  progress=not args.quiet)
+    prompts = [r.messages for r in rows]
+    t0 = time.perf_counter()
+    if args.method == "speculative":
+        results = speculative_rejection(policy, reward_model, prompts, rejection_rate=args.rejection_rate,
+                                        decision_tokens=decision, **common)
+    else:
+        results = best_of_n(policy, reward_model, prompts, reference=reference, **common)
+    out_rows = []
+    for r, res in zip(rows, results, strict=True):
+        out = dict(r.row)
+        out.update(res.row())
+        out_rows.append(out)
+    write_jsonl_atomic(args.output, out_rows)
+    picked = sum(res.selected is not None for res in results)
+    tokens = sum(res.stats["tokens_generated"] for res in results)
+    print(f"{args.method}: {len(results)} prompts, N={args.n}, {picked} with a finished pick, {tokens} tokens "
+          f"generated in {time.perf_counter() - t0:.1f} s -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from paretoalign.inference.calibration import calibrate_prompts
+
+    rows, weights, params, policy, reward_model = load_generation_inputs(args)
+    t0 = time.perf_counter()
+    table = calibrate_prompts(policy, reward_model, [r.messages for r in rows], m=args.m, weights=weights,
+                              params=params, prompt_ids=[r.prompt_id for r in rows], rm_name=str(args.rm),
+                              batch_rows=args.batch_rows, progress=not args.quiet)
+    table.save(args.output)
+    print(f"calibration: {len(table)} prompts x M={args.m} reference rewards in {time.perf_counter() - t0:.1f} s "
+          f"-> {args.output}", file=sys.stderr)
+    return 0
+
+
+def add_generation_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by the commands that sample from a policy and score with an RM."""
+    p.add_argument("--policy", default="smollm2", help="Policy model: alias (smollm2, gemma3-270m), .gguf file, "
+                                                       "local directory or hub id.")
+    p.add_argument("--rm", required=True, help="Reward model directory (from train-rm).")
+    p.add_argument("--prompts", required=True, help="Prompt rows: JSONL/JSON/Parquet with a 'prompt' field (string "
+                                                    "or messages), or a .txt file with one prompt per line.")
+    p.add_argument("--weights", help="Objective weights name=value,... (default: the RM's gating).")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--stop", action="append", help="A stop string (repeat the flag for several).")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-rows", type=int, default=32, help="Candidates generated together.")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--output", required=True, help="Output file (written atomically when everything is done).")
+    p.add_argument("--quiet", action="store_true")
+
+
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
@@ -330,6 +435,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help="Fixed objective weights name=value,...")
     p.add_argument("--output-dir", required=True)
     p.set_defaults(func=cmd_export_hf)
+
+    p = sub.add_parser("bon", help="Best-of-N / worst-of-N / Speculative Rejection sampling with a reward model.",
+                       description="One output row per prompt, in input order: the input fields plus 'response' "
+                                   "(the pick), 'selected', 'candidates' (each with its score, per-objective "
+                                   "rewards, finished flag, tokens, rejected_at) and 'stats'.")
+    add_generation_flags(p)
+    p.add_argument("--n", type=int, default=16, help="Candidates per prompt.")
+    p.add_argument("--select", choices=["best", "worst"], default="best")
+    p.add_argument("--method", choices=["bon", "speculative"], default="bon")
+    p.add_argument("--rejection-rate", type=float, default=0.5, help="Speculative Rejection: the fraction of "
+                                                                     "partial candidates dropped at each decision.")
+    p.add_argument("--decision-tokens", help="Speculative Rejection: token counts of the decision points, e.g. "
+                                             "16,32,64 (default: doubling from 16).")
+    p.add_argument("--reference", help="Reference policy for a Monte-Carlo KL of the sampler (stats.sampler_kl_mc).")
+    p.set_defaults(func=cmd_bon)
+
+    p = sub.add_parser("calibrate", help="InfAlign calibration: M reference rewards per prompt, saved for reuse.",
+                       description="Samples M responses per prompt from the (reference) policy, scores them and "
+                                   "saves the sorted rewards per prompt, from which C(x, y) and its exponential "
+                                   "transforms for Best-of-N (t > 0) and worst-of-N (t < 0) are computed.")
+    add_generation_flags(p)
+    p.add_argument("--m", type=int, default=32, help="Reference samples per prompt.")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("demo", help="Train the embedded default RM (once) and show per-objective scores.")
     p.add_argument("--output-dir", default=DEMO_DIR)

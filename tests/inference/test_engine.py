@@ -29,6 +29,28 @@ def test_shared_prefill_gives_the_logits_of_a_full_forward(arch):
             break
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_shared_prefix_attention_equals_the_repeated_cache(arch):
+    policy = make_policy(arch)
+    ids = policy.encode_prompts(PROMPTS, 16)
+    params = SamplingParams(max_new_tokens=16, seed=8)
+    shared = CandidateGenerator(policy, ids, 6, params, shared_prefix=True)
+    repeated = CandidateGenerator(policy, ids, 6, params, shared_prefix=False)
+    assert shared._prefix is not None and repeated._prefix is None
+    for k in (1, 1, 2, 3):
+        torch.testing.assert_close(shared.next_logits, repeated.next_logits, atol=2e-5, rtol=1e-5)
+        shared.step(k)
+        repeated.step(k)
+        if shared.done:
+            break
+        # prune the same candidates in both (exercises row selection of the shared prefix and the own-token cache)
+        keep = [c.index for c in shared.active if c.index % 3 != 1 or c.prompt_index == 0]
+        shared.prune([c for c in shared.active if c.index in keep])
+        repeated.prune([c for c in repeated.active if c.index in keep])
+    for a, b in zip(shared.candidates, repeated.candidates, strict=True):
+        assert [c.token_ids for c in a] == [c.token_ids for c in b]
+
+
 def test_policy_logprobs_match_a_full_forward(tiny_policy):
     ids = tiny_policy.encode_prompts(PROMPTS, 16)
     for prompt_ids, group in zip(ids, generate_candidates(tiny_policy, ids, 4, SamplingParams(max_new_tokens=16)),

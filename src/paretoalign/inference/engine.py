@@ -2,7 +2,8 @@
 
 Supports:
 - several prompts per batch (left-padded once for the prefill); each prompt's KV cache is computed once and
-  repeated for its N candidates, never recomputed per candidate;
+  shared by its N candidates: with shared-prefix attention (`shared_prefix`, on by default for the tested
+  architectures) they all read ONE copy of it; otherwise it is repeated per candidate (never recomputed);
 - temperature / top-k / top-p / max new tokens / stop strings / EOS, one seeded generator per candidate
   (a candidate's tokens do not depend on the batch it is in, see `sampling_params`);
 - incremental generation (`step(k)` runs at most k more tokens) and pruning (`prune`) so a caller can score
@@ -18,12 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from paretoalign.inference.policy import Policy, response_logprobs
 from paretoalign.inference.sampling_params import SamplingParams, candidate_seed, next_tokens
+from paretoalign.inference.shared_prefix import (
+    ATTENTION_NAME,
+    SharedPrefix,
+    attention_implementation,
+    supports_shared_prefix,
+)
 
 FINISHED_REASONS = ("eos", "stop")
 
@@ -71,7 +79,7 @@ class CandidateGenerator:
     """N candidates for each of a few prompts, sampled step by step from one shared prefill per prompt."""
 
     def __init__(self, policy: Policy, prompt_ids: Sequence[Sequence[int]], n: int, params: SamplingParams, *,
-                 prompt_indices: Sequence[int] | None = None) -> None:
+                 prompt_indices: Sequence[int] | None = None, shared_prefix: bool | None = None) -> None:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
@@ -84,6 +92,12 @@ class CandidateGenerator:
         if len(self.prompt_indices) != len(self.prompt_ids):
             raise ValueError("one prompt index per prompt")
         self._eos = policy.eos_token_ids
+        supported = supports_shared_prefix(policy.model)
+        if shared_prefix and not supported:
+            raise ValueError(f"shared-prefix attention is not available for model type "
+                             f"{getattr(policy.model.config, 'model_type', '?')!r}")
+        self.shared_prefix = supported if shared_prefix is None else bool(shared_prefix)
+        self._prefix: SharedPrefix | None = None
         self._stop_tail = max((len(s) for s in params.stop), default=0) + 8
         self.steps = 0
         self.candidates: list[list[Candidate]] = []
@@ -140,11 +154,21 @@ class CandidateGenerator:
         padded = bool((mask == 0).any())
         out = self.policy.model(input_ids=ids, attention_mask=mask if padded else None, position_ids=positions,
                                 use_cache=True, return_dict=True, logits_to_keep=1)
-        self._cache = out.past_key_values
-        if self.n > 1:
-            self._cache.batch_repeat_interleave(self.n)
         self._logits = out.logits[:, -1].float().repeat_interleave(self.n, dim=0)
-        self._mask = mask.repeat_interleave(self.n, dim=0) if padded else None
+        if self.shared_prefix:
+            from transformers import DynamicCache
+
+            cache = out.past_key_values
+            self._prefix = SharedPrefix(keys=[layer.keys for layer in cache.layers],
+                                        values=[layer.values for layer in cache.layers], mask=mask.bool(),
+                                        row_prompt=torch.arange(len(lengths)).repeat_interleave(self.n))
+            self._cache = DynamicCache()  # holds only the generated tokens, one row per candidate
+            self._mask = None
+        else:
+            self._cache = out.past_key_values
+            if self.n > 1:
+                self._cache.batch_repeat_interleave(self.n)
+            self._mask = mask.repeat_interleave(self.n, dim=0) if padded else None
         self._prompt_len = torch.tensor(lengths, dtype=torch.long).repeat_interleave(self.n)
 
     def _pad_id(self) -> int:
@@ -162,7 +186,10 @@ class CandidateGenerator:
         if not keep:
             return
         idx = torch.tensor(keep, dtype=torch.long)
-        self._cache.batch_select_indices(idx)
+        if self._cache.get_seq_length() > 0:  # with a shared prefix it is empty until the first decoding step
+            self._cache.batch_select_indices(idx)
+        if self._prefix is not None:
+            self._prefix.select_rows(idx)
         self._logits = self._logits[idx]
         self._prompt_len = self._prompt_len[idx]
         if self._mask is not None:
@@ -210,12 +237,20 @@ class CandidateGenerator:
             fed = tokens[torch.tensor(keep, dtype=torch.long)].unsqueeze(-1)
             if self._mask is not None:
                 self._mask = torch.cat([self._mask, torch.ones_like(fed)], dim=-1)
-            out = self.policy.model(input_ids=fed, attention_mask=self._mask,
-                                    position_ids=(self._prompt_len + self.steps - 1).unsqueeze(-1),
-                                    past_key_values=self._cache, use_cache=True, return_dict=True, logits_to_keep=1)
+            out = self._decode(fed, (self._prompt_len + self.steps - 1).unsqueeze(-1))
             self._cache = out.past_key_values
             self._logits = out.logits[:, -1].float()
         return taken
+
+    def _decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> Any:
+        """One forward step of the active rows."""
+        model = self.policy.model
+        if self._prefix is None:
+            return model(input_ids=tokens, attention_mask=self._mask, position_ids=positions,
+                         past_key_values=self._cache, use_cache=True, return_dict=True, logits_to_keep=1)
+        with attention_implementation(model, ATTENTION_NAME):
+            return model(input_ids=tokens, position_ids=positions, past_key_values=self._cache, use_cache=True,
+                         return_dict=True, logits_to_keep=1, shared_prefix=self._prefix)
 
     def prune(self, keep: Iterable[Candidate]) -> list[Candidate]:
         """Stop generating every active candidate not in `keep`; returns the ones pruned."""

@@ -1,0 +1,68 @@
+"""Prompt files for generation: rows with a ``prompt`` (string, HH dialogue or message list) plus any fields."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from paretoalign.data.conversation import normalize_prompt
+from paretoalign.data.records import location_error, read_records
+from paretoalign.data.schema import Message
+from paretoalign.data.splits import prompt_key
+from paretoalign.errors import InputError
+
+
+@dataclass
+class PromptRow:
+    """One input row: where it came from, its fields as given, and its prompt as messages."""
+
+    location: str
+    row: dict[str, Any]
+    messages: list[Message]
+
+    @property
+    def prompt_id(self) -> str:
+        """The row's ``id`` field if it has one, else a hash of the prompt messages."""
+        if "id" in self.row and self.row["id"] is not None:
+            return str(self.row["id"])
+        return prompt_hash(self.messages)
+
+
+def prompt_hash(messages: list[Message]) -> str:
+    """A stable id of a prompt's content: 16 hex digits of the sha256 of `splits.prompt_key`."""
+    return hashlib.sha256(prompt_key(messages).encode("utf-8")).hexdigest()[:16]
+
+
+def read_prompts(path: str) -> list[PromptRow]:
+    """Every row of a JSONL / JSON / Parquet prompt file (or a bare-string-per-line .txt), in order."""
+    rows = []
+    if str(path).endswith(".txt"):
+        rows = _read_txt(path)
+    else:
+        for location, row in read_records(path):
+            if "prompt" not in row:
+                raise location_error("missing field", location, "prompt")
+            rows.append(PromptRow(location, row, normalize_prompt(row["prompt"], location=location)))
+    if not rows:
+        raise InputError("the prompt file has no rows", path=str(path), field="prompt")
+    ids = {}
+    for r in rows:
+        if "id" in r.row and r.row["id"] is not None:
+            if r.prompt_id in ids:
+                raise location_error(f"duplicate id {r.prompt_id!r} (first at {ids[r.prompt_id]})", r.location, "id")
+            ids[r.prompt_id] = r.location
+    return rows
+
+
+def _read_txt(path: str) -> list[PromptRow]:
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read the prompt file: {exc}", path=str(path)) from exc
+    rows = []
+    for i, line in enumerate(lines, start=1):
+        if line.strip():
+            location = f"{path}:{i}"
+            rows.append(PromptRow(location, {"prompt": line}, normalize_prompt(line, location=location)))
+    return rows
