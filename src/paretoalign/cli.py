@@ -314,8 +314,8 @@ def load_generation_inputs(args: argparse.Namespace):
 def cmd_bon(args: argparse.Namespace) -> int:
     from paretoalign.atomic_io import write_jsonl_atomic
     from paretoalign.inference.best_of_n import best_of_n
-    from paretoalign.inference.selection import check_n
     from paretoalign.inference.speculative import check_rejection_rate, speculative_rejection
+    from paretoalign.inference.statistics import check_n
 
     check_n(args.n)  # fail before loading any model
     check_rejection_rate(args.rejection_rate)

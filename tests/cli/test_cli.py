@@ -8,44 +8,11 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from paretoalign.cli import main
 from paretoalign.data.schema import PreferencePair  # noqa: F401  (schema import keeps the layer order explicit)
+from tests.cli.conftest import WORDS, toy_pairs, write_jsonl
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-WORDS = ["clear", "steps", "example", "bread", "flour", "water", "capital", "paris", "sorry", "help"]
-
-
-def _write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def _pairs(n=40):
-    rows = []
-    for i in range(n):
-        good = " ".join(WORDS[: 3 + i % 5])
-        bad = " ".join(WORDS[5 + i % 3: 7 + i % 3])
-        rows.append({"id": f"r{i}", "prompt": f"question {i % 7} about bread", "chosen": good, "rejected": bad,
-                     "subset": "a" if i % 2 else "b"})
-    return rows
-
-
-@pytest.fixture(scope="module")
-def trained_dir(tmp_path_factory, tiny_llama_dir):
-    tmp = tmp_path_factory.mktemp("cli")
-    _write_jsonl(tmp / "pairs.jsonl", _pairs())
-    (tmp / "sources.yaml").write_text(
-        "sources:\n  - name: toy\n    path: pairs.jsonl\n    format: pairs\n"
-        "    subsets: {a: helpfulness, b: harmlessness}\n")
-    (tmp / "train.yaml").write_text(
-        f"sources: {tmp / 'sources.yaml'}\nbackbone: {tiny_llama_dir}\nbackbone_kind: causal_lm\n"
-        f"embedding_cache: {tmp / 'emb.sqlite'}\ngating_hidden: [8]\n")
-    rc = main(["train-rm", "--config", str(tmp / "train.yaml"), "--output-dir", str(tmp / "rm"), "gating_steps=20",
-               "progress=false"])
-    assert rc == 0
-    return tmp / "rm"
-
-
-@pytest.mark.parametrize("command", ["train-rm", "score", "eval-rm", "export-hf", "demo"])
+@pytest.mark.parametrize("command", ["train-rm", "score", "eval-rm", "export-hf", "demo", "bon", "calibrate"])
 def test_help_exits_zero(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])
@@ -62,7 +29,7 @@ def test_train_rm_writes_model_directory(trained_dir):
 def test_score_keeps_fields_and_order(trained_dir, tmp_path):
     rows = [{"id": f"x{i}", "prompt": "question about bread", "response": " ".join(WORDS[: i + 1]), "extra": i}
             for i in range(6)]
-    _write_jsonl(tmp_path / "in.jsonl", rows)
+    write_jsonl(tmp_path / "in.jsonl", rows)
     assert main(["score", "--model", str(trained_dir), "--input", str(tmp_path / "in.jsonl"),
                  "--output", str(tmp_path / "out.jsonl"), "--quiet"]) == 0
     out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
@@ -74,7 +41,7 @@ def test_score_keeps_fields_and_order(trained_dir, tmp_path):
 
 
 def test_score_pairs_get_both_scores(trained_dir, tmp_path):
-    _write_jsonl(tmp_path / "in.jsonl", _pairs(3))
+    write_jsonl(tmp_path / "in.jsonl", toy_pairs(3))
     assert main(["score", "--model", str(trained_dir), "--input", str(tmp_path / "in.jsonl"),
                  "--output", str(tmp_path / "out.jsonl"), "--quiet"]) == 0
     out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
@@ -82,7 +49,7 @@ def test_score_pairs_get_both_scores(trained_dir, tmp_path):
 
 
 def test_score_with_weights_equals_weighted_objectives(trained_dir, tmp_path):
-    _write_jsonl(tmp_path / "in.jsonl", [{"prompt": "q", "response": "clear steps"}])
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": "q", "response": "clear steps"}])
     assert main(["score", "--model", str(trained_dir), "--input", str(tmp_path / "in.jsonl"), "--output",
                  str(tmp_path / "out.jsonl"), "--weights", "helpfulness=1,verbosity=-0.5", "--quiet"]) == 0
     row = json.loads((tmp_path / "out.jsonl").read_text())
@@ -91,7 +58,7 @@ def test_score_with_weights_equals_weighted_objectives(trained_dir, tmp_path):
 
 
 def test_unknown_weight_fails_without_output(trained_dir, tmp_path, capsys):
-    _write_jsonl(tmp_path / "in.jsonl", [{"prompt": "q", "response": "r"}])
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": "q", "response": "r"}])
     rc = main(["score", "--model", str(trained_dir), "--input", str(tmp_path / "in.jsonl"), "--output",
                str(tmp_path / "out.jsonl"), "--weights", "helpfulnes=1"])
     assert rc != 0
@@ -109,7 +76,7 @@ def test_malformed_line_names_file_and_line(trained_dir, tmp_path, capsys):
 
 
 def test_missing_field_is_named(trained_dir, tmp_path, capsys):
-    _write_jsonl(tmp_path / "in.jsonl", [{"prompt": "q", "response": "r"}, {"prompt": "q"}])
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": "q", "response": "r"}, {"prompt": "q"}])
     rc = main(["score", "--model", str(trained_dir), "--input", str(tmp_path / "in.jsonl"), "--output",
                str(tmp_path / "out.jsonl")])
     err = capsys.readouterr().err
@@ -118,7 +85,7 @@ def test_missing_field_is_named(trained_dir, tmp_path, capsys):
 
 
 def test_empty_response_is_refused(trained_dir, tmp_path, capsys):
-    _write_jsonl(tmp_path / "in.jsonl", [{"prompt": "q", "response": "   "}])
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": "q", "response": "   "}])
     rc = main(["score", "--model", str(trained_dir), "--input", str(tmp_path / "in.jsonl"), "--output",
                str(tmp_path / "out.jsonl")])
     assert rc != 0 and "response" in capsys.readouterr().err
@@ -133,7 +100,7 @@ def test_model_from_another_version_is_refused(trained_dir, tmp_path, capsys):
     config = json.loads((other / "config.json").read_text())
     config["format_version"] = 99
     (other / "config.json").write_text(json.dumps(config))
-    _write_jsonl(tmp_path / "in.jsonl", [{"prompt": "q", "response": "r"}])
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": "q", "response": "r"}])
     rc = main(["score", "--model", str(other), "--input", str(tmp_path / "in.jsonl"), "--output",
                str(tmp_path / "out.jsonl")])
     assert rc != 0 and "version" in capsys.readouterr().err
@@ -141,7 +108,7 @@ def test_model_from_another_version_is_refused(trained_dir, tmp_path, capsys):
 
 def test_export_hf_matches_score_with_same_weights(trained_dir, tmp_path):
     rows = [{"prompt": "question about bread", "response": " ".join(WORDS[: i + 2])} for i in range(4)]
-    _write_jsonl(tmp_path / "in.jsonl", rows)
+    write_jsonl(tmp_path / "in.jsonl", rows)
     weights = "helpfulness=1,harmlessness=0.5,verbosity=-0.3"
     assert main(["score", "--model", str(trained_dir), "--input", str(tmp_path / "in.jsonl"), "--output",
                  str(tmp_path / "out.jsonl"), "--weights", weights, "--quiet"]) == 0
@@ -160,7 +127,7 @@ def test_export_hf_matches_score_with_same_weights(trained_dir, tmp_path):
 
 
 def test_eval_rm_prints_table_and_writes_json(trained_dir, tmp_path, capsys):
-    _write_jsonl(tmp_path / "pairs.jsonl", _pairs(12))
+    write_jsonl(tmp_path / "pairs.jsonl", toy_pairs(12))
     rc = main(["eval-rm", "--model", str(trained_dir), "--data", str(tmp_path / "pairs.jsonl"), "--output",
                str(tmp_path / "report.json"), "--bootstrap", "50", "--quiet"])
     assert rc == 0

@@ -7,7 +7,8 @@ import pytest
 from paretoalign.errors import InputError
 from paretoalign.inference.best_of_n import best_of_n
 from paretoalign.inference.sampling_params import SamplingParams
-from paretoalign.inference.selection import bon_kl_bound, pick_index
+from paretoalign.inference.selection import pick_index
+from paretoalign.inference.statistics import bon_kl_bound
 from tests.inference.conftest import make_policy
 
 PROMPTS = ["hello there", "How do I bake bread?", [{"role": "user", "content": "explain why"}]]

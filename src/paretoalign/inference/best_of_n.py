@@ -25,12 +25,11 @@ from paretoalign.inference.sampling_params import SamplingParams
 from paretoalign.inference.selection import (
     ScoredCandidate,
     SelectionResult,
-    bon_kl_bound,
-    check_n,
     check_select,
     pick_index,
     score_candidates,
 )
+from paretoalign.inference.statistics import bon_kl_bound, check_n
 
 DEFAULT_BATCH_ROWS = 32
 """Candidates generated together: prompts are grouped so that a batch holds about this many rows."""

@@ -17,7 +17,8 @@ import json
 import math
 import numbers
 import os
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from paretoalign.atomic_io import write_text_atomic
 from paretoalign.data.conversation import normalize_messages
 from paretoalign.data.schema import Message
 from paretoalign.errors import InputError
+from paretoalign.inference.statistics import check_n
 
 FORMAT = "paretoalign.calibration"
 VERSION = 1
@@ -94,12 +96,6 @@ class ExponentialTransform:
         return exponential_transform(u, self.t, scaled=self.scaled)
 
 
-def _check_n(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise InputError(f"N must be an integer >= 1, got {n!r}", field="n")
-    return int(n)
-
-
 def bon_transform(n: int, *, scaled: bool = False) -> ExponentialTransform:
     """The default transform for Best-of-N inference: t = 3N − 2 (positive).
 
@@ -109,7 +105,7 @@ def bon_transform(n: int, *, scaled: bool = False) -> ExponentialTransform:
     follows to within 0.1 percentage points of win rate; at larger KL the best t grows. C estimated from M
     reference samples resolves quantiles only to 1/M, so a large t needs M well above t. Tune t where it matters.
     """
-    return ExponentialTransform(t=float(3 * _check_n(n) - 2), scaled=scaled)
+    return ExponentialTransform(t=float(3 * check_n(n) - 2), scaled=scaled)
 
 
 def won_transform(n: int, *, scaled: bool = False) -> ExponentialTransform:
@@ -119,13 +115,13 @@ def won_transform(n: int, *, scaled: bool = False) -> ExponentialTransform:
     worst of N against the reference's worst of N: best t ≈ −3, −8, −15, −25…−30, −50…−60 for N = 2, 4, 8, 16, 32
     at KL 0.05–0.1 nats.
     """
-    return ExponentialTransform(t=-float(2 * _check_n(n) - 1), scaled=scaled)
+    return ExponentialTransform(t=-float(2 * check_n(n) - 1), scaled=scaled)
 
 
 def bon_optimal_policy(ref_probs, calibrated, n: int) -> np.ndarray:
     """π ∝ π_ref·C^{N−1}: the KL-regularised optimum for Φ = log and β = 1/(N−1), the Best-of-N distribution in the
     continuous limit (over a finite set it matches exact Best-of-N only for N ≤ 2)."""
-    n = _check_n(n)
+    n = check_n(n)
     p = np.asarray(ref_probs, dtype=np.float64)
     c = np.asarray(calibrated, dtype=np.float64)
     if p.ndim != 1 or p.size == 0:
@@ -307,3 +303,32 @@ class CalibrationTable:
         messages = None if prompt is None else normalize_messages(prompt, field="prompt", location=f"{path}:{line}")
         self._refs[prompt_id] = np.sort(np.asarray(refs, dtype=np.float64))
         self._prompts[prompt_id] = messages
+
+
+def calibrate_prompts(policy: Any, reward_model: Any, prompts: Sequence[Any], *, m: int, weights: Any = None,
+                      params: Any = None, prompt_ids: Sequence[str] | None = None, rm_name: str | None = None,
+                      batch_rows: int = 32, progress: bool = False) -> CalibrationTable:
+    """Sample M reference responses per prompt, score them, and store their rewards per prompt.
+
+    Every sample counts, finished or cut at the token limit: C(x, y) is a quantile under the reference policy as
+    it samples, and Best-of-N's theory ranks all N samples.
+    """
+    from paretoalign.data.prompts import prompt_hash
+    from paretoalign.inference.best_of_n import best_of_n
+    from paretoalign.inference.policy import as_messages
+
+    m = check_n(m)
+    messages = [as_messages(p, i) for i, p in enumerate(prompts)]
+    ids = [prompt_hash(msg) for msg in messages] if prompt_ids is None else [str(i) for i in prompt_ids]
+    if len(ids) != len(messages):
+        raise InputError(f"{len(ids)} prompt ids for {len(messages)} prompts", field="prompt_ids")
+    duplicates = sorted(i for i, k in Counter(ids).items() if k > 1)
+    if duplicates:
+        raise InputError(f"duplicate prompt ids {duplicates[:5]}: each prompt needs its own id (give rows an 'id' "
+                         "field, or remove repeated prompts)", field="id")
+    results = best_of_n(policy, reward_model, messages, n=m, weights=weights, params=params, batch_rows=batch_rows,
+                        progress=progress)
+    table = CalibrationTable(weights=weights, rm=rm_name, m=m)
+    for pid, msg, res in zip(ids, messages, results, strict=True):
+        table.add(pid, [c.score for c in res.candidates], prompt=msg)
+    return table

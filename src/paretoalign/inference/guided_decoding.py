@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import torch
 
 from paretoalign.data.schema import Message
-from paretoalign.embed.chat_format import has_chat_template, plain_text
 from paretoalign.errors import InputError
+from paretoalign.inference.policy import eos_token_ids, prompt_token_ids
 from paretoalign.inference.sampling_params import SamplingParams, candidate_generators, next_tokens
 
 Prompt = Sequence[Message] | str
@@ -54,37 +54,6 @@ class GuidedCandidate:
     """Log-probability of each token in `token_ids` under the base model alone."""
     guided_logprobs: list[float] = field(default_factory=list)
     """Log-probability of each token under the guided distribution at temperature 1 (before top-k/top-p)."""
-
-
-def as_messages(prompt: Prompt) -> list[Message]:
-    """A prompt as a message list (a string becomes one user message)."""
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    return [dict(m) for m in prompt]
-
-
-def prompt_token_ids(tokenizer, prompt: Prompt) -> list[int]:
-    """Token ids of the prompt as the model sees it right before its reply (chat template + generation prompt)."""
-    messages = as_messages(prompt)
-    if has_chat_template(tokenizer):
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    else:
-        text = plain_text(messages, "")[0]
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def eos_token_ids(tokenizer, model=None) -> set[int]:
-    """The tokenizer's EOS id plus the model's ``generation_config.eos_token_id`` (an int or a list)."""
-    ids: set[int] = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    config = getattr(model, "generation_config", None)
-    extra = getattr(config, "eos_token_id", None)
-    if isinstance(extra, int):
-        ids.add(extra)
-    elif extra is not None:
-        ids.update(int(i) for i in extra)
-    return ids
 
 
 def vocab_size(model) -> int:

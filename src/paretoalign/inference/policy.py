@@ -42,6 +42,48 @@ def as_messages(prompt: PromptLike, index: int | None = None) -> list[Message]:
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
 
 
+def eos_token_ids(tokenizer: Any, model: Any = None) -> frozenset[int]:
+    """The tokenizer's EOS id plus the model's ``generation_config.eos_token_id`` (an int or a list)."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif eos is not None:
+        ids.update(int(e) for e in eos)
+    return frozenset(ids)
+
+
+def render_prompt(tokenizer: Any, prompt: PromptLike) -> str:
+    """A prompt rendered with the tokenizer's chat template and the generation prompt (plain format without one)."""
+    messages = as_messages(prompt)
+    if has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return plain_text(messages, "")[0]
+
+
+def prompt_token_ids(tokenizer: Any, prompt: PromptLike) -> list[int]:
+    """Token ids of the rendered prompt (the template already holds any special tokens)."""
+    return list(tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"])
+
+
+def encode_prompts(tokenizer: Any, context_length: int | None, prompts: Sequence[PromptLike],
+                   max_new_tokens: int) -> list[list[int]]:
+    """Token ids of every prompt; InputError for no prompts, an empty one, or one that leaves no room to generate."""
+    if len(prompts) == 0:
+        raise InputError("no prompts given", field="prompts")
+    encoded = []
+    for i, p in enumerate(prompts):
+        ids = prompt_token_ids(tokenizer, as_messages(p, i))
+        if context_length is not None and len(ids) + max_new_tokens > context_length:
+            raise InputError(f"prompt {i} is {len(ids)} tokens; with max_new_tokens={max_new_tokens} it needs "
+                             f"{len(ids) + max_new_tokens} positions but the model's context is {context_length}",
+                             field="prompt")
+        encoded.append(ids)
+    return encoded
+
+
 class Policy:
     """A causal LM that candidates are sampled from (and whose log-probs KL estimates use)."""
 
@@ -74,18 +116,10 @@ class Policy:
     @property
     def eos_token_ids(self) -> frozenset[int]:
         """Token ids that end a response: the tokenizer's EOS and the generation config's."""
-        ids: set[int] = set()
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(int(self.tokenizer.eos_token_id))
-        gen = getattr(self.model, "generation_config", None)
-        eos = getattr(gen, "eos_token_id", None)
-        if isinstance(eos, int):
-            ids.add(eos)
-        elif eos is not None:
-            ids.update(int(e) for e in eos)
+        ids = eos_token_ids(self.tokenizer, self.model)
         if not ids:
             raise InputError(f"model '{self.name}' has no EOS token: responses could never finish", field="model")
-        return frozenset(ids)
+        return ids
 
     @property
     def context_length(self) -> int | None:
@@ -99,33 +133,26 @@ class Policy:
 
     def render_prompt(self, prompt: PromptLike) -> str:
         """The text the policy continues: the chat template with the generation prompt."""
-        messages = as_messages(prompt)
-        if has_chat_template(self.tokenizer):
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return plain_text(messages, "")[0]
+        return render_prompt(self.tokenizer, prompt)
 
     def prompt_ids(self, prompt: PromptLike) -> list[int]:
         """Token ids of the rendered prompt (the template already holds any special tokens)."""
-        return list(self.tokenizer(self.render_prompt(prompt), add_special_tokens=False)["input_ids"])
+        return prompt_token_ids(self.tokenizer, prompt)
 
     def encode_prompts(self, prompts: Sequence[PromptLike], max_new_tokens: int) -> list[list[int]]:
         """Token ids of every prompt, checked against the context before anything is generated."""
-        if len(prompts) == 0:
-            raise InputError("no prompts given", field="prompts")
-        encoded = []
-        limit = self.context_length
-        for i, p in enumerate(prompts):
-            ids = self.prompt_ids(as_messages(p, i))
-            if limit is not None and len(ids) + max_new_tokens > limit:
-                raise InputError(f"prompt {i} is {len(ids)} tokens; with max_new_tokens={max_new_tokens} it needs "
-                                 f"{len(ids) + max_new_tokens} positions but the model's context is {limit}",
-                                 field="prompt")
-            encoded.append(ids)
-        return encoded
+        return encode_prompts(self.tokenizer, self.context_length, prompts, max_new_tokens)
 
     def decode(self, ids: Sequence[int]) -> str:
         """Response text of token ids (special tokens such as EOS dropped)."""
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def sample(self, prompt_ids: Sequence[Sequence[int]], n: int, params: Any, *,
+               prompt_indices: Sequence[int] | None = None) -> list:
+        """N complete candidates per prompt from the transformers engine (shared prefill)."""
+        from paretoalign.inference.engine import generate_candidates  # the engine imports this module
+
+        return generate_candidates(self, prompt_ids, n, params, prompt_indices=prompt_indices)
 
     # ------------------------------------------------------------------ log-probs
 
@@ -177,13 +204,3 @@ def response_logprobs(model: Any, prompt_ids: Sequence[int], responses: Sequence
                 out[i][1:] = logp_rest[i, :k - 1].double().numpy()
     return out
 
-
-def _sample(self: Policy, prompt_ids: Sequence[Sequence[int]], n: int, params: Any, *,
-            prompt_indices: Sequence[int] | None = None) -> list:
-    """N complete candidates per prompt from the transformers engine (shared prefill)."""
-    from paretoalign.inference.engine import generate_candidates
-
-    return generate_candidates(self, prompt_ids, n, params, prompt_indices=prompt_indices)
-
-
-Policy.sample = _sample

@@ -6,7 +6,6 @@ the lowest candidate index. A prompt whose candidates all hit the token limit ge
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,24 +19,11 @@ from paretoalign.inference.engine import Candidate
 SELECT_MODES = ("best", "worst")
 
 
-def check_n(n: int) -> int:
-    """N as an int >= 1."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"n must be an integer >= 1, got {n!r}", field="n")
-    return int(n)
-
-
 def check_select(select: str) -> str:
     """'best' or 'worst'."""
     if select not in SELECT_MODES:
         raise InputError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}", field="select")
     return select
-
-
-def bon_kl_bound(n: int) -> float:
-    """The analytic bound KL(pi_BoN || pi_ref) <= log N - (N - 1) / N (nats)."""
-    n = check_n(n)
-    return math.log(n) - (n - 1) / n
 
 
 @dataclass

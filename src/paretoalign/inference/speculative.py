@@ -31,7 +31,8 @@ from paretoalign.inference.best_of_n import (
 from paretoalign.inference.engine import Candidate, CandidateGenerator
 from paretoalign.inference.policy import Policy, PromptLike
 from paretoalign.inference.sampling_params import SamplingParams
-from paretoalign.inference.selection import bon_kl_bound, check_n, check_select, score_candidates
+from paretoalign.inference.selection import check_select, score_candidates
+from paretoalign.inference.statistics import bon_kl_bound, check_n
 
 
 def default_decision_tokens(max_new_tokens: int, first: int = 16) -> list[int]:

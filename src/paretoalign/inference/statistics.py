@@ -42,7 +42,8 @@ class WinRate:
     method: str = "prompt-bootstrap"
 
 
-def _check_n(n: int, field: str = "n") -> int:
+def check_n(n: int, field: str = "n") -> int:
+    """N as an int >= 1 (InputError otherwise)."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise InputError(f"N must be an integer >= 1, got {n!r}", field=field)
     return int(n)
@@ -73,13 +74,13 @@ def _finite_vector(values, field: str, size: int | None = None) -> np.ndarray:
 
 def bon_kl_bound(n: int) -> float:
     """The Best-of-N KL bound log N − (N−1)/N in nats."""
-    n = _check_n(n)
+    n = check_n(n)
     return math.log(n) - (n - 1) / n
 
 
 def bon_win_rate(n: int) -> float:
     """The win rate N/(N+1) of a Best-of-N pick against one reference sample (continuous rewards)."""
-    n = _check_n(n)
+    n = check_n(n)
     return n / (n + 1)
 
 
@@ -89,7 +90,7 @@ def exact_bon_distribution(ref_probs, rewards, n: int, *, worst: bool = False) -
     Ties between equal rewards are broken uniformly at random, so a reward level's pick mass F_≤^N − F_<^N
     (Worst-of-N: (1 − F_<)^N − (1 − F_≤)^N) is split among its outcomes in proportion to their reference mass.
     """
-    n = _check_n(n)
+    n = check_n(n)
     p = _distribution(ref_probs, "ref_probs")
     r = _finite_vector(rewards, "rewards", size=p.size)
     levels, level_of = np.unique(r, return_inverse=True)

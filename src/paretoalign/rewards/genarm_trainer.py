@@ -42,7 +42,8 @@ from paretoalign.data.schema import PreferencePair
 from paretoalign.embed.chat_format import conversation_text
 from paretoalign.embed.models import load_error, quiet_transformers, resolve_model
 from paretoalign.errors import InputError
-from paretoalign.inference.guided_decoding import Prompt, as_messages, eos_token_ids, prompt_token_ids
+from paretoalign.inference.guided_decoding import Prompt
+from paretoalign.inference.policy import as_messages, eos_token_ids, prompt_token_ids
 from paretoalign.rewards.genarm_config import GenARMConfig
 
 TRAINING_RECORD = "genarm_training.json"

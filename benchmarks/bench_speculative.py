@@ -1,0 +1,175 @@
+"""Speculative Rejection against Best-of-N at equal N on real held-out HH-RLHF prompts, plus the Best-of-N theory
+check (win rate of the pick against a fresh reference sample vs N/(N+1)).
+
+One Best-of-N run at N (default 32) gives every candidate; because each candidate draws from its own seeded
+generator, Best-of-k for k < N is the Best-of-N run restricted to its first k candidates (exactly the samples a
+Best-of-k run would draw), which traces Best-of-N's reward-vs-tokens curve. Speculative Rejection runs for each
+(rejection rate, decision schedule) setting with the same seeds; its surviving candidates are the same samples.
+
+Prints: mean pick reward, generated tokens, wall time and RM rows per method; the ratios against Best-of-N at N
+(mean reward, the fraction of Best-of-N's gain over a plain sample that is kept, tokens, wall time); the win rates
+for N = 4 and 16. Writes results.json, the per-prompt outputs and reward_vs_tokens.png into --output-dir.
+Run: ``.venv/bin/python benchmarks/bench_speculative.py --rm runs/rm-shared`` (about 40 minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hh_prompts import DEFAULT_HH, heldout_hh_prompts  # noqa: E402
+
+from paretoalign.atomic_io import write_json_atomic, write_jsonl_atomic  # noqa: E402
+from paretoalign.inference.best_of_n import best_of_n  # noqa: E402
+from paretoalign.inference.policy import Policy  # noqa: E402
+from paretoalign.inference.sampling_params import SamplingParams  # noqa: E402
+from paretoalign.inference.selection import pick_index  # noqa: E402
+from paretoalign.inference.speculative import speculative_rejection  # noqa: E402
+from paretoalign.inference.statistics import bon_win_rate, empirical_win_rate  # noqa: E402
+from paretoalign.rewards.reward_model import RewardModel  # noqa: E402
+
+SETTINGS = [(0.5, [16, 32, 64]), (0.75, [8, 16, 32, 64]), (0.9, [4, 8, 16])]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--policy", default="smollm2")
+    p.add_argument("--rm", required=True, help="Reward model directory (e.g. runs/rm-shared from train-rm).")
+    p.add_argument("--data", type=Path, default=DEFAULT_HH)
+    p.add_argument("--prompts", type=int, default=50)
+    p.add_argument("--n", type=int, default=32)
+    p.add_argument("--fresh", type=int, default=8, help="Fresh reference samples per prompt for the win rates.")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-prompt-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output-dir", type=Path, default=Path("runs") / "bench_speculative")
+    return p.parse_args(argv)
+
+
+def pick_rewards(results, k: int | None = None) -> list[float | None]:
+    """Per prompt: the reward of the best finished candidate among the first k (None when none finished)."""
+    out = []
+    for res in results:
+        cands = res.candidates[:k]
+        i = pick_index([c.score for c in cands], [c.candidate.finished for c in cands])
+        out.append(None if i is None else cands[i].score)
+    return out
+
+
+def summarize(name: str, rewards: list[float | None], tokens: float, wall: float, rm_rows: int) -> dict:
+    return {"method": name, "rewards": rewards, "tokens_per_prompt": tokens, "wall_s": wall, "rm_rows": rm_rows,
+            "no_pick": sum(r is None for r in rewards)}
+
+
+def mean_on(rows: list[float | None], mask: list[bool]) -> float:
+    return float(np.mean([r for r, m in zip(rows, mask, strict=True) if m]))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    policy = Policy.from_pretrained(args.policy)
+    rm = RewardModel.from_pretrained(args.rm)
+    prompts = heldout_hh_prompts(args.data, args.prompts, args.seed, policy, args.max_prompt_tokens)
+    params = SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    print(f"{len(prompts)} held-out HH prompts, N={args.n}, max_new_tokens={args.max_new_tokens}, "
+          f"temperature={args.temperature}, RM {args.rm} (gating weights)", flush=True)
+
+    t0 = time.perf_counter()
+    bon = best_of_n(policy, rm, prompts, n=args.n, params=params, batch_rows=args.n, progress=True)
+    bon_wall = time.perf_counter() - t0
+    write_jsonl_atomic(args.output_dir / "bon.jsonl", [r.row() for r in bon])
+    all_scores = np.array([c.score for r in bon for c in r.candidates])
+    bon_tokens = np.mean([r.stats["tokens_generated"] for r in bon])
+    methods = []
+    for k in [2 ** i for i in range(int(np.log2(args.n)) + 1)]:
+        tokens = np.mean([sum(c.candidate.num_tokens for c in r.candidates[:k]) for r in bon])
+        wall = bon_wall * k / args.n if k < args.n else bon_wall
+        methods.append(summarize(f"bon-{k}", pick_rewards(bon, k), float(tokens), wall, len(bon) * k))
+    print(f"best-of-{args.n}: {bon_wall:.0f} s, {bon_tokens:.0f} tokens/prompt", flush=True)
+
+    for alpha, points in SETTINGS:
+        t0 = time.perf_counter()
+        spec = speculative_rejection(policy, rm, prompts, n=args.n, rejection_rate=alpha, decision_tokens=points,
+                                     params=params, batch_rows=args.n, progress=True)
+        wall = time.perf_counter() - t0
+        name = f"spec-a{alpha}-{'-'.join(map(str, points))}"
+        write_jsonl_atomic(args.output_dir / f"{name}.jsonl", [r.row() for r in spec])
+        rewards = [None if r.pick is None else r.pick.score for r in spec]
+        methods.append(summarize(name, rewards, float(np.mean([r.stats["tokens_generated"] for r in spec])), wall,
+                                 sum(r.stats["rm_calls"] for r in spec)))
+        print(f"{name}: {wall:.0f} s", flush=True)
+
+    ref = next(m for m in methods if m["method"] == f"bon-{args.n}")
+    baseline = float(all_scores.mean())  # the mean reward of a plain sample
+    print(f"\nmean reward of a plain sample (all {all_scores.size} candidates): {baseline:.3f}")
+    print(f"{'method':<26}{'no pick':>8}{'reward':>9}{'ratio':>8}{'gain kept':>10}{'tokens':>9}{'tok ratio':>10}"
+          f"{'wall s':>8}{'wall ratio':>11}{'RM rows':>9}")
+    for m in methods:
+        both = [a is not None and b is not None for a, b in zip(m["rewards"], ref["rewards"], strict=True)]
+        r_m, r_ref = mean_on(m["rewards"], both), mean_on(ref["rewards"], both)
+        m.update(mean_reward=r_m, reward_ratio=r_m / r_ref, gain_kept=(r_m - baseline) / (r_ref - baseline),
+                 token_ratio=m["tokens_per_prompt"] / ref["tokens_per_prompt"], wall_ratio=m["wall_s"] / ref["wall_s"],
+                 prompts_compared=int(sum(both)))
+        print(f"{m['method']:<26}{m['no_pick']:>8}{r_m:>9.3f}{m['reward_ratio']:>8.3f}{m['gain_kept']:>10.3f}"
+              f"{m['tokens_per_prompt']:>9.0f}{m['token_ratio']:>10.3f}{m['wall_s']:>8.0f}{m['wall_ratio']:>11.3f}"
+              f"{m['rm_rows']:>9}")
+
+    # Theory: the pick of N i.i.d. samples beats a fresh sample with probability N/(N+1) (ties count half).
+    fresh_params = SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                                  seed=args.seed + 1)
+    fresh = best_of_n(policy, rm, prompts, n=args.fresh, params=fresh_params, batch_rows=args.n, progress=True)
+    fresh_scores = [np.array([c.score for c in r.candidates]) for r in fresh]
+    win = {}
+    for n in (4, 16):
+        if n > args.n:
+            continue
+        picks = [np.array([max(c.score for c in r.candidates[g:g + n]) for g in range(0, args.n - n + 1, n)])
+                 for r in bon]
+        wr = empirical_win_rate(picks, fresh_scores)
+        win[n] = {"empirical": wr.mean, "stderr": wr.stderr, "theory": bon_win_rate(n), "comparisons": wr.n_comparisons,
+                  "ties": wr.ties}
+        print(f"win rate of best-of-{n} (over all candidates) vs a fresh sample: {wr.mean:.3f} +- {wr.stderr:.3f} "
+              f"(theory {bon_win_rate(n):.3f}; {wr.n_comparisons} comparisons, {wr.ties} ties)")
+
+    write_json_atomic(args.output_dir / "results.json", {"args": {k: str(v) for k, v in vars(args).items()},
+                                                         "baseline_reward": baseline, "methods": methods,
+                                                         "win_rates": win})
+    plot(methods, args.output_dir / "reward_vs_tokens.png", args.n)
+    print(f"\nwrote {args.output_dir}/results.json and reward_vs_tokens.png")
+    return 0
+
+
+def plot(methods: list[dict], path: Path, n: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    bon = [m for m in methods if m["method"].startswith("bon-")]
+    ax.plot([m["tokens_per_prompt"] for m in bon], [m["mean_reward"] for m in bon], "o-", label="Best-of-k, k=1..N")
+    for m in bon:
+        ax.annotate(m["method"][4:], (m["tokens_per_prompt"], m["mean_reward"]), textcoords="offset points",
+                    xytext=(4, -10), fontsize=8)
+    for m in methods:
+        if m["method"].startswith("spec"):
+            ax.plot(m["tokens_per_prompt"], m["mean_reward"], "s", label=m["method"])
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("generated tokens per prompt")
+    ax.set_ylabel("mean reward of the pick")
+    ax.set_title(f"Speculative Rejection vs Best-of-N (N={n})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
