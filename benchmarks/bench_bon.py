@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hh_prompts import DEFAULT_HH, heldout_hh_prompts  # noqa: E402
 
-from paretoalign.inference.engine import generate_candidates  # noqa: E402
+from paretoalign.inference.engine import CandidateGenerator  # noqa: E402
 from paretoalign.inference.policy import Policy  # noqa: E402
 from paretoalign.inference.sampling_params import SamplingParams  # noqa: E402
 
@@ -34,7 +34,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n", type=int, nargs="+", default=[8, 32])
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--max-prompt-tokens", type=int, default=512)
+    p.add_argument("--min-prompt-tokens", type=int, default=0, help="Only prompts at least this long (e.g. 300 for "
+                                                                    "multi-turn dialogues).")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ablation", action="store_true", help="Also time our engine with the prompt KV repeated per "
+                                                           "candidate instead of shared-prefix attention.")
     return p.parse_args(argv)
 
 
@@ -52,9 +56,9 @@ def naive_generate(policy: Policy, prompt_ids: list[int], n: int, params: Sampli
     return time.perf_counter() - t0, out[:, len(prompt_ids):]
 
 
-def ours(policy: Policy, prompt_ids: list[int], n: int, params: SamplingParams):
+def ours(policy: Policy, prompt_ids: list[int], n: int, params: SamplingParams, shared_prefix: bool | None = None):
     t0 = time.perf_counter()
-    cands = generate_candidates(policy, [prompt_ids], n, params)[0]
+    cands = CandidateGenerator(policy, [prompt_ids], n, params, shared_prefix=shared_prefix).run()[0]
     return time.perf_counter() - t0, cands
 
 
@@ -62,7 +66,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(torch.get_num_threads())
     policy = Policy.from_pretrained(args.policy)
-    prompts = heldout_hh_prompts(args.data, args.prompts, args.seed, policy, args.max_prompt_tokens)
+    prompts = heldout_hh_prompts(args.data, args.prompts, args.seed, policy, args.max_prompt_tokens,
+                                 args.min_prompt_tokens)
     prompt_ids = [policy.prompt_ids(p) for p in prompts]
     print(f"policy {args.policy}; {len(prompts)} held-out HH prompts, prompt tokens "
           f"{sorted(len(p) for p in prompt_ids)}; max_new_tokens {args.max_new_tokens}; "
@@ -70,7 +75,7 @@ def main(argv=None) -> int:
     sample = SamplingParams(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=args.max_new_tokens, seed=args.seed)
     ours(policy, prompt_ids[0], 2, SamplingParams(max_new_tokens=4))  # warm-up
     for n in args.n:
-        ratios, ours_tps, naive_tps = [], [], []
+        ratios, ours_tps, naive_tps, ablation = [], [], [], []
         for ids in prompt_ids:
             t_naive, naive_out = naive_generate(policy, ids, n, sample)
             t_ours, cands = ours(policy, ids, n, sample)
@@ -79,11 +84,19 @@ def main(argv=None) -> int:
             ratios.append(t_naive / t_ours)
             naive_tps.append(useful_naive / t_naive)
             ours_tps.append(useful_ours / t_ours)
-            print(f"  N={n:>3} prompt {len(ids):>4} tok: naive {t_naive:6.1f} s ({useful_naive} tokens), "
-                  f"ours {t_ours:6.1f} s ({useful_ours} tokens), ratio {t_naive / t_ours:.2f}")
+            line = (f"  N={n:>3} prompt {len(ids):>4} tok: naive {t_naive:6.1f} s ({useful_naive} tokens), "
+                    f"ours {t_ours:6.1f} s ({useful_ours} tokens), ratio {t_naive / t_ours:.2f}")
+            if args.ablation:
+                t_rep, rep = ours(policy, ids, n, sample, shared_prefix=False)
+                same = [c.token_ids for c in rep] == [c.token_ids for c in cands]
+                ablation.append(t_rep / t_ours)
+                line += f"; repeated-KV engine {t_rep:.1f} s ({t_rep / t_ours:.2f}x ours, same tokens: {same})"
+            print(line)
         print(f"N={n}: median wall-time ratio naive/ours = {statistics.median(ratios):.2f}x "
               f"(min {min(ratios):.2f}, max {max(ratios):.2f}); median response tok/s: ours "
               f"{statistics.median(ours_tps):.0f}, naive {statistics.median(naive_tps):.0f}")
+        if ablation:
+            print(f"N={n}: shared-prefix attention vs repeated prompt KV: {statistics.median(ablation):.2f}x (median)")
     greedy = SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens)
     same = 0
     for ids in prompt_ids:

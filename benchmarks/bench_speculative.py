@@ -15,6 +15,7 @@ Run: ``.venv/bin/python benchmarks/bench_speculative.py --rm runs/rm-shared`` (a
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -33,7 +34,15 @@ from paretoalign.inference.speculative import speculative_rejection  # noqa: E40
 from paretoalign.inference.statistics import bon_win_rate, empirical_win_rate  # noqa: E402
 from paretoalign.rewards.reward_model import RewardModel  # noqa: E402
 
-SETTINGS = [(0.5, [16, 32, 64]), (0.75, [8, 16, 32, 64]), (0.9, [4, 8, 16])]
+SETTINGS = [(0.5, [16, 32, 64], None), (0.75, [8, 16, 32, 64], None), (0.9, [4, 8, 16], None)]
+"""(rejection rate, decision points, batch rows or None for N): one Speculative Rejection run each."""
+
+
+def parse_setting(text: str) -> tuple[float, list[int], int | None]:
+    """'0.75:8,16,32[:128]' -> (0.75, [8, 16, 32], 128)."""
+    parts = text.split(":")
+    rows = int(parts[2]) if len(parts) > 2 else None
+    return float(parts[0]), [int(p) for p in parts[1].split(",")], rows
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,16 +58,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", type=Path, default=Path("runs") / "bench_speculative")
+    p.add_argument("--tag", default="", help="Suffix of results<tag>.json and reward_vs_tokens<tag>.png.")
+    p.add_argument("--reuse-bon", action="store_true", help="Reuse bon.jsonl of an earlier run in --output-dir.")
+    p.add_argument("--settings", nargs="+", help="Speculative Rejection settings ALPHA:POINTS[:BATCH_ROWS], e.g. "
+                                                 "0.75:8,16,32:128 (default: the three in SETTINGS).")
     return p.parse_args(argv)
 
 
-def pick_rewards(results, k: int | None = None) -> list[float | None]:
+def pick_rewards(rows: list[dict], k: int | None = None) -> list[float | None]:
     """Per prompt: the reward of the best finished candidate among the first k (None when none finished)."""
     out = []
-    for res in results:
-        cands = res.candidates[:k]
-        i = pick_index([c.score for c in cands], [c.candidate.finished for c in cands])
-        out.append(None if i is None else cands[i].score)
+    for row in rows:
+        cands = row["candidates"][:k]
+        i = pick_index([c["score"] for c in cands], [c["finished"] for c in cands])
+        out.append(None if i is None else cands[i]["score"])
     return out
 
 
@@ -81,36 +94,53 @@ def main(argv=None) -> int:
     print(f"{len(prompts)} held-out HH prompts, N={args.n}, max_new_tokens={args.max_new_tokens}, "
           f"temperature={args.temperature}, RM {args.rm} (gating weights)", flush=True)
 
-    t0 = time.perf_counter()
-    bon = best_of_n(policy, rm, prompts, n=args.n, params=params, batch_rows=args.n, progress=True)
-    bon_wall = time.perf_counter() - t0
-    write_jsonl_atomic(args.output_dir / "bon.jsonl", [r.row() for r in bon])
-    all_scores = np.array([c.score for r in bon for c in r.candidates])
-    bon_tokens = np.mean([r.stats["tokens_generated"] for r in bon])
+    bon_file = args.output_dir / "bon.jsonl"
+    if args.reuse_bon and bon_file.is_file():
+        bon = [json.loads(line) for line in bon_file.read_text().splitlines()]
+        bon_wall = sum(r["stats"]["wall_s"] for r in bon)
+        print(f"reusing {bon_file} (same prompts, N and seed are the caller's responsibility)")
+    else:
+        t0 = time.perf_counter()
+        results = best_of_n(policy, rm, prompts, n=args.n, params=params, batch_rows=args.n, progress=True)
+        bon_wall = time.perf_counter() - t0
+        bon = [r.row() for r in results]
+        write_jsonl_atomic(bon_file, bon)
+    all_scores = np.array([c["score"] for r in bon for c in r["candidates"]])
+    finished_scores = np.array([c["score"] for r in bon for c in r["candidates"] if c["finished"]])
+    bon_tokens = np.mean([r["stats"]["tokens_generated"] for r in bon])
     methods = []
     for k in [2 ** i for i in range(int(np.log2(args.n)) + 1)]:
-        tokens = np.mean([sum(c.candidate.num_tokens for c in r.candidates[:k]) for r in bon])
+        tokens = np.mean([sum(c["tokens"] for c in r["candidates"][:k]) for r in bon])
         wall = bon_wall * k / args.n if k < args.n else bon_wall
         methods.append(summarize(f"bon-{k}", pick_rewards(bon, k), float(tokens), wall, len(bon) * k))
     print(f"best-of-{args.n}: {bon_wall:.0f} s, {bon_tokens:.0f} tokens/prompt", flush=True)
 
-    for alpha, points in SETTINGS:
-        t0 = time.perf_counter()
-        spec = speculative_rejection(policy, rm, prompts, n=args.n, rejection_rate=alpha, decision_tokens=points,
-                                     params=params, batch_rows=args.n, progress=True)
-        wall = time.perf_counter() - t0
-        name = f"spec-a{alpha}-{'-'.join(map(str, points))}"
-        write_jsonl_atomic(args.output_dir / f"{name}.jsonl", [r.row() for r in spec])
-        rewards = [None if r.pick is None else r.pick.score for r in spec]
-        methods.append(summarize(name, rewards, float(np.mean([r.stats["tokens_generated"] for r in spec])), wall,
-                                 sum(r.stats["rm_calls"] for r in spec)))
+    settings = SETTINGS if args.settings is None else [parse_setting(s) for s in args.settings]
+    for alpha, points, rows in settings:
+        name = f"spec-a{alpha}-{'-'.join(map(str, points))}" + (f"-rows{rows}" if rows else "")
+        spec_file = args.output_dir / f"{name}.jsonl"
+        if args.reuse_bon and spec_file.is_file():
+            spec = [json.loads(line) for line in spec_file.read_text().splitlines()]
+            wall = sum(r["stats"]["wall_s"] for r in spec)
+        else:
+            t0 = time.perf_counter()
+            spec = [r.row() for r in speculative_rejection(
+                policy, rm, prompts, n=args.n, rejection_rate=alpha, decision_tokens=points, params=params,
+                batch_rows=rows or args.n, progress=True)]
+            wall = time.perf_counter() - t0
+            write_jsonl_atomic(spec_file, spec)
+        rewards = [None if r["selected"] is None else r["candidates"][r["selected"]]["score"] for r in spec]
+        methods.append(summarize(name, rewards, float(np.mean([r["stats"]["tokens_generated"] for r in spec])), wall,
+                                 sum(r["stats"]["rm_calls"] for r in spec)))
         print(f"{name}: {wall:.0f} s", flush=True)
 
     ref = next(m for m in methods if m["method"] == f"bon-{args.n}")
-    baseline = float(all_scores.mean())  # the mean reward of a plain sample
-    print(f"\nmean reward of a plain sample (all {all_scores.size} candidates): {baseline:.3f}")
+    # The reward of a plain sample that finished: what a single draw returns when it returns anything.
+    baseline = float(finished_scores.mean())
+    print(f"\nmean reward of a plain finished sample ({finished_scores.size} of {all_scores.size} candidates): "
+          f"{baseline:.3f}; of all candidates: {all_scores.mean():.3f}")
     print(f"{'method':<26}{'no pick':>8}{'reward':>9}{'ratio':>8}{'gain kept':>10}{'tokens':>9}{'tok ratio':>10}"
-          f"{'wall s':>8}{'wall ratio':>11}{'RM rows':>9}")
+          f"{'wall s':>8}{'wall ratio':>11}{'RM rows':>9}{'compared':>9}")
     for m in methods:
         both = [a is not None and b is not None for a, b in zip(m["rewards"], ref["rewards"], strict=True)]
         r_m, r_ref = mean_on(m["rewards"], both), mean_on(ref["rewards"], both)
@@ -119,18 +149,24 @@ def main(argv=None) -> int:
                  prompts_compared=int(sum(both)))
         print(f"{m['method']:<26}{m['no_pick']:>8}{r_m:>9.3f}{m['reward_ratio']:>8.3f}{m['gain_kept']:>10.3f}"
               f"{m['tokens_per_prompt']:>9.0f}{m['token_ratio']:>10.3f}{m['wall_s']:>8.0f}{m['wall_ratio']:>11.3f}"
-              f"{m['rm_rows']:>9}")
+              f"{m['rm_rows']:>9}{m['prompts_compared']:>9}")
 
     # Theory: the pick of N i.i.d. samples beats a fresh sample with probability N/(N+1) (ties count half).
     fresh_params = SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                                   seed=args.seed + 1)
-    fresh = best_of_n(policy, rm, prompts, n=args.fresh, params=fresh_params, batch_rows=args.n, progress=True)
-    fresh_scores = [np.array([c.score for c in r.candidates]) for r in fresh]
+    fresh_file = args.output_dir / "fresh.jsonl"
+    if args.reuse_bon and fresh_file.is_file():
+        fresh = [json.loads(line) for line in fresh_file.read_text().splitlines()]
+    else:
+        fresh = [r.row() for r in best_of_n(policy, rm, prompts, n=args.fresh, params=fresh_params,
+                                            batch_rows=args.n, progress=True)]
+        write_jsonl_atomic(fresh_file, fresh)
+    fresh_scores = [np.array([c["score"] for c in r["candidates"]]) for r in fresh]
     win = {}
     for n in (4, 16):
         if n > args.n:
             continue
-        picks = [np.array([max(c.score for c in r.candidates[g:g + n]) for g in range(0, args.n - n + 1, n)])
+        picks = [np.array([max(c["score"] for c in r["candidates"][g:g + n]) for g in range(0, args.n - n + 1, n)])
                  for r in bon]
         wr = empirical_win_rate(picks, fresh_scores)
         win[n] = {"empirical": wr.mean, "stderr": wr.stderr, "theory": bon_win_rate(n), "comparisons": wr.n_comparisons,
@@ -138,11 +174,11 @@ def main(argv=None) -> int:
         print(f"win rate of best-of-{n} (over all candidates) vs a fresh sample: {wr.mean:.3f} +- {wr.stderr:.3f} "
               f"(theory {bon_win_rate(n):.3f}; {wr.n_comparisons} comparisons, {wr.ties} ties)")
 
-    write_json_atomic(args.output_dir / "results.json", {"args": {k: str(v) for k, v in vars(args).items()},
+    write_json_atomic(args.output_dir / f"results{args.tag}.json", {"args": {k: str(v) for k, v in vars(args).items()},
                                                          "baseline_reward": baseline, "methods": methods,
                                                          "win_rates": win})
-    plot(methods, args.output_dir / "reward_vs_tokens.png", args.n)
-    print(f"\nwrote {args.output_dir}/results.json and reward_vs_tokens.png")
+    plot(methods, args.output_dir / f"reward_vs_tokens{args.tag}.png", args.n)
+    print(f"\nwrote {args.output_dir}/results{args.tag}.json and reward_vs_tokens{args.tag}.png")
     return 0
 
 
@@ -156,14 +192,16 @@ def plot(methods: list[dict], path: Path, n: int) -> None:
     bon = [m for m in methods if m["method"].startswith("bon-")]
     ax.plot([m["tokens_per_prompt"] for m in bon], [m["mean_reward"] for m in bon], "o-", label="Best-of-k, k=1..N")
     for m in bon:
-        ax.annotate(m["method"][4:], (m["tokens_per_prompt"], m["mean_reward"]), textcoords="offset points",
-                    xytext=(4, -10), fontsize=8)
+        label = m["method"][4:] + (f" ({m['no_pick']} no pick)" if m["no_pick"] else "")
+        ax.annotate(label, (m["tokens_per_prompt"], m["mean_reward"]), textcoords="offset points",
+                    xytext=(4, -10), fontsize=7)
     for m in methods:
         if m["method"].startswith("spec"):
-            ax.plot(m["tokens_per_prompt"], m["mean_reward"], "s", label=m["method"])
+            ax.plot(m["tokens_per_prompt"], m["mean_reward"], "s",
+                    label=f"{m['method']} ({m['no_pick']} no pick)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("generated tokens per prompt")
-    ax.set_ylabel("mean reward of the pick")
+    ax.set_ylabel("mean reward of the pick (prompts with one)")
     ax.set_title(f"Speculative Rejection vs Best-of-N (N={n})")
     ax.legend(fontsize=8)
     fig.tight_layout()

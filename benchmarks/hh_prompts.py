@@ -12,9 +12,9 @@ from paretoalign.data.splits import prompt_key, split_of
 DEFAULT_HH = Path("..") / "shared" / "data" / "hh_rlhf" / "hh_rlhf_test.jsonl"
 
 
-def heldout_hh_prompts(path: Path, n: int, seed: int, policy=None, max_prompt_tokens: int | None = None
-                       ) -> list[list[dict]]:
-    """n distinct held-out prompts (message lists), seeded; optionally at most max_prompt_tokens under `policy`."""
+def heldout_hh_prompts(path: Path, n: int, seed: int, policy=None, max_prompt_tokens: int | None = None,
+                       min_prompt_tokens: int = 0) -> list[list[dict]]:
+    """n distinct held-out prompts (message lists), seeded; optionally with a token-length range under `policy`."""
     if not path.is_file():
         raise SystemExit(f"{path} not found: pass --data (the HH-RLHF test file of ../shared/data)")
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -25,9 +25,10 @@ def heldout_hh_prompts(path: Path, n: int, seed: int, policy=None, max_prompt_to
         key = prompt_key(messages)
         if key in seen or split_of(messages) != "test":
             continue
-        if policy is not None and max_prompt_tokens is not None \
-                and len(policy.prompt_ids(messages)) > max_prompt_tokens:
-            continue
+        if policy is not None:
+            length = len(policy.prompt_ids(messages))
+            if length < min_prompt_tokens or (max_prompt_tokens is not None and length > max_prompt_tokens):
+                continue
         seen.add(key)
         prompts.append(messages)
         if len(prompts) == n:

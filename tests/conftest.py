@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.tiny import save_tiny_model
 
@@ -22,6 +23,15 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
 def tiny_gpt2_dir(tmp_path_factory) -> Path:
     """A tiny random GPT-2 + tokenizer saved as a local HF directory."""
     return save_tiny_model(tmp_path_factory.mktemp("tiny_gpt2"), "gpt2")
+
+
+@pytest.fixture()
+def one_thread():
+    """Run a test with one torch thread (small models: exact repeatability, less scheduling noise)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -110,3 +110,33 @@ def test_smollm2_rm_export_equals_score(real_slice, tmp_path):
             enc = tokenizer(text, add_special_tokens=False, return_tensors="pt")
             theirs.append(classifier(**enc).logits[0, 0].item())
     assert np.abs(np.array(theirs) - ours).max() < 1e-4
+
+
+@pytest.fixture(scope="module")
+def smollm2_policy():
+    from paretoalign.inference.policy import Policy
+
+    return Policy.from_pretrained("smollm2")
+
+
+def test_smollm2_shared_prefix_sampling_matches_the_repeated_cache_and_greedy_generate(smollm2_policy):
+    from paretoalign.inference.engine import CandidateGenerator, generate_candidates
+    from paretoalign.inference.sampling_params import SamplingParams
+
+    policy = smollm2_policy
+    prompts = [[{"role": "user", "content": "Give me three tips for staying healthy in winter."}],
+               [{"role": "user", "content": "What is the capital of France?"}]]
+    ids = policy.encode_prompts(prompts, 8)
+    params = SamplingParams(max_new_tokens=8, seed=1)
+    shared = CandidateGenerator(policy, ids, 4, params, shared_prefix=True)
+    repeated = CandidateGenerator(policy, ids, 4, params, shared_prefix=False)
+    for _ in range(4):
+        torch.testing.assert_close(shared.next_logits, repeated.next_logits, atol=2e-4, rtol=1e-4)
+        shared.step(2)
+        repeated.step(2)
+        if shared.done:
+            break
+    greedy = generate_candidates(policy, ids[:1], 1, SamplingParams(temperature=0.0, max_new_tokens=8))[0][0]
+    ref = policy.model.generate(torch.tensor(ids[:1]), attention_mask=torch.ones(1, len(ids[0]), dtype=torch.long),
+                                do_sample=False, max_new_tokens=8, pad_token_id=policy.tokenizer.pad_token_id)
+    assert greedy.token_ids == ref[0, len(ids[0]):].tolist()[:greedy.num_tokens]

@@ -243,8 +243,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     reweighted = model.score(prompts, responses, weights=user_weights, progress=False) if user_weights else None
     print()
     print(format_breakdown(prompts, responses, gated, reweighted, user_weights))
+    if not args.skip_bon:
+        demo_best_of_n(model, user_weights)
     print(f"\ndemo finished in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def demo_best_of_n(model, weights) -> None:
+    """Best-of-4 from the default policy (SmolLM2-135M-Instruct) with the demo RM: every candidate and the pick."""
+    from paretoalign.inference.best_of_n import best_of_n
+    from paretoalign.inference.policy import DEFAULT_POLICY, Policy
+    from paretoalign.inference.sampling_params import SamplingParams
+
+    print(f"\nBest-of-4 from {DEFAULT_POLICY} (SmolLM2-135M-Instruct) with weights {weights} ...")
+    policy = Policy.from_pretrained(DEFAULT_POLICY)
+    result = best_of_n(policy, model, [DEMO_EXAMPLES[0][0]], n=4, weights=weights,
+                       params=SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=96, seed=0))[0]
+    for i, c in enumerate(result.candidates):
+        mark = "->" if i == result.selected else "  "
+        state = "finished" if c.candidate.finished else f"cut at {c.candidate.num_tokens} tokens"
+        text = " ".join(c.candidate.text.split())
+        print(f"{mark} [{i}] score {c.score:+.3f} ({state}): {text[:100]}{'...' if len(text) > 100 else ''}")
+    stats = result.stats
+    print(f"   {stats['tokens_generated']} tokens in {stats['wall_s']:.1f} s; KL(best-of-4 || policy) <= "
+          f"{stats['kl_bound']:.3f} nats")
 
 
 def format_breakdown(prompts, responses, gated, reweighted, user_weights) -> str:
@@ -362,21 +384,83 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_generation_flags(p: argparse.ArgumentParser) -> None:
+def cmd_train_genarm(args: argparse.Namespace) -> int:
+    from paretoalign.config_loading import load_config
+    from paretoalign.data.preference import load_preference_pairs
+    from paretoalign.rewards.genarm_config import GenARMConfig
+    from paretoalign.rewards.genarm_trainer import train_autoregressive_rm
+
+    config = load_config(GenARMConfig, args.config, args.overrides, output_dir=args.output_dir)
+    if not config.output_dir:
+        raise InputError("an output directory is required", path="command line", field="--output-dir")
+    pairs = [p for path in args.pairs for p in load_preference_pairs(path)]
+    _, stats = train_autoregressive_rm(config, pairs)
+    last = stats["steps"][-1] if stats["steps"] else {}
+    print(f"trained an autoregressive RM on {stats['num_pairs']} pairs in {stats['num_steps']} steps (last loss "
+          f"{last.get('loss', float('nan')):.4f}, accuracy {last.get('accuracy', float('nan')):.2f}); "
+          f"saved to {config.output_dir}", file=sys.stderr)
+    return 0
+
+
+def parse_reward_lms(specs: Sequence[str]) -> list[tuple[str, float]]:
+    """['DIR=0.5', 'DIR2'] -> [('DIR', 0.5), ('DIR2', 1.0)]."""
+    out = []
+    for spec in specs:
+        path, sep, weight = spec.rpartition("=")
+        if not sep:
+            path, weight = spec, "1"
+        try:
+            out.append((path, float(weight)))
+        except ValueError as exc:
+            raise InputError(f"expected DIR=WEIGHT, got {spec!r}", field="--reward-lm") from exc
+    return out
+
+
+def cmd_guided(args: argparse.Namespace) -> int:
+    from paretoalign.atomic_io import write_jsonl_atomic
+    from paretoalign.data.prompts import read_prompts
+    from paretoalign.inference.guided_decoding import reward_guided_generate
+    from paretoalign.rewards.genarm_trainer import load_causal_lm
+
+    specs = parse_reward_lms(args.reward_lm)
+    rows = read_prompts(args.prompts)
+    params = sampling_params_from_args(args)
+    base, tokenizer = load_causal_lm(args.policy, trust_remote_code=args.trust_remote_code)
+    reward_lms = [(load_causal_lm(path, trust_remote_code=args.trust_remote_code)[0], w) for path, w in specs]
+    t0 = time.perf_counter()
+    results = reward_guided_generate(base, tokenizer, reward_lms, [r.messages for r in rows], n=args.n,
+                                     beta=args.beta, params=params)
+    out_rows = []
+    for r, cands in zip(rows, results, strict=True):
+        row = dict(r.row)
+        row["candidates"] = [{"response": c.text, "finished": c.finished, "tokens": len(c.token_ids),
+                              "logprob_base": float(sum(c.logprobs)), "logprob_guided": float(sum(c.guided_logprobs))}
+                             for c in cands]
+        row["response"] = cands[0].text
+        out_rows.append(row)
+    write_jsonl_atomic(args.output, out_rows)
+    print(f"guided decoding: {len(rows)} prompts x {args.n} in {time.perf_counter() - t0:.1f} s -> {args.output}",
+          file=sys.stderr)
+    return 0
+
+
+def add_generation_flags(p: argparse.ArgumentParser, with_rm: bool = True) -> None:
     """Flags shared by the commands that sample from a policy and score with an RM."""
     p.add_argument("--policy", default="smollm2", help="Policy model: alias (smollm2, gemma3-270m), .gguf file, "
                                                        "local directory or hub id.")
-    p.add_argument("--rm", required=True, help="Reward model directory (from train-rm).")
+    if with_rm:
+        p.add_argument("--rm", required=True, help="Reward model directory (from train-rm).")
     p.add_argument("--prompts", required=True, help="Prompt rows: JSONL/JSON/Parquet with a 'prompt' field (string "
                                                     "or messages), or a .txt file with one prompt per line.")
-    p.add_argument("--weights", help="Objective weights name=value,... (default: the RM's gating).")
+    if with_rm:
+        p.add_argument("--weights", help="Objective weights name=value,... (default: the RM's gating).")
+        p.add_argument("--batch-rows", type=int, default=32, help="Candidates generated together.")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--stop", action="append", help="A stop string (repeat the flag for several).")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-rows", type=int, default=32, help="Candidates generated together.")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--output", required=True, help="Output file (written atomically when everything is done).")
     p.add_argument("--quiet", action="store_true")
@@ -459,9 +543,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--m", type=int, default=32, help="Reference samples per prompt.")
     p.set_defaults(func=cmd_calibrate)
 
+    p = sub.add_parser("train-genarm", help="Train a GenARM autoregressive reward LM on preference pairs.",
+                       description="Loss -log sigmoid(beta_r (log pi_r(y_w|x) - log pi_r(y_l|x))) (no reference "
+                                   "model). Settings: GenARMConfig fields from YAML and/or key=value.")
+    p.add_argument("--pairs", nargs="+", required=True, help="Preference-pair files {prompt, chosen, rejected}.")
+    p.add_argument("--config", help="YAML file of GenARMConfig settings.")
+    p.add_argument("--output-dir", help="Directory for the trained reward LM.")
+    p.add_argument("overrides", nargs="*", help="key=value settings, e.g. model=smollm2 lora=true max_steps=100.")
+    p.set_defaults(func=cmd_train_genarm)
+
+    p = sub.add_parser("guided", help="Reward-guided decoding (GenARM): pi_base * prod_i pi_r,i^(w_i/beta).",
+                       description="Samples from the base policy steered token by token by autoregressive reward "
+                                   "LMs (from train-genarm) that share its tokenizer.")
+    add_generation_flags(p, with_rm=False)
+    p.add_argument("--reward-lm", action="append", default=[], metavar="DIR=WEIGHT",
+                   help="An autoregressive reward LM and its weight w_i >= 0 (repeat for several objectives).")
+    p.add_argument("--beta", type=float, default=1.0, help="KL strength: larger beta, weaker guidance.")
+    p.add_argument("--n", type=int, default=1, help="Candidates per prompt.")
+    p.set_defaults(func=cmd_guided)
+
     p = sub.add_parser("demo", help="Train the embedded default RM (once) and show per-objective scores.")
     p.add_argument("--output-dir", default=DEMO_DIR)
     p.add_argument("--retrain", action="store_true")
+    p.add_argument("--skip-bon", action="store_true", help="Skip the Best-of-4 sampling with the default policy.")
     p.set_defaults(func=cmd_demo)
     return parser
 

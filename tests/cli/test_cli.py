@@ -12,7 +12,8 @@ from tests.cli.conftest import WORDS, toy_pairs, write_jsonl
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-@pytest.mark.parametrize("command", ["train-rm", "score", "eval-rm", "export-hf", "demo", "bon", "calibrate"])
+@pytest.mark.parametrize("command", ["train-rm", "score", "eval-rm", "export-hf", "demo", "bon", "calibrate",
+                                     "train-genarm", "guided"])
 def test_help_exits_zero(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])

@@ -5,7 +5,7 @@ import pytest
 
 from paretoalign.cli import main
 from paretoalign.inference.calibration import CalibrationTable
-from tests.cli.conftest import write_jsonl
+from tests.cli.conftest import toy_pairs, write_jsonl
 
 # The tiny random policy rarely samples EOS; common characters as stop strings end its responses.
 STOPS = ["--stop", "e", "--stop", "a", "--stop", "o"]
@@ -94,3 +94,26 @@ def test_bad_input_fails_with_a_clear_error_and_no_output(trained_dir, tiny_llam
     assert rc == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_train_genarm_then_guided_decoding(tiny_llama_dir, tmp_path):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", toy_pairs(8))
+    arm = tmp_path / "arm"
+    rc = main(["train-genarm", "--pairs", str(pairs), "--output-dir", str(arm), f"model={tiny_llama_dir}",
+               "max_steps=2", "batch_size=4", "progress=false"])
+    assert rc == 0 and (arm / "model.safetensors").is_file()
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS[:2])
+    out = tmp_path / "guided.jsonl"
+    rc = main(["guided", "--policy", str(tiny_llama_dir), "--reward-lm", f"{arm}=0.5", "--prompts", str(prompts),
+               "--n", "2", "--beta", "0.5", "--max-new-tokens", "5", "--output", str(out), "--quiet"])
+    assert rc == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["p1", "p2"]
+    assert all(len(r["candidates"]) == 2 and 1 <= r["candidates"][0]["tokens"] <= 5 for r in rows)
+
+
+def test_guided_refuses_a_bad_reward_lm_spec(tiny_llama_dir, tmp_path, capsys):
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS[:1])
+    rc = main(["guided", "--policy", str(tiny_llama_dir), "--reward-lm", f"{tiny_llama_dir}=heavy", "--prompts",
+               str(prompts), "--output", str(tmp_path / "o.jsonl")])
+    assert rc == 2 and "DIR=WEIGHT" in capsys.readouterr().err

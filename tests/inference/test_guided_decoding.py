@@ -13,12 +13,7 @@ from tests.tiny import make_tiny_gpt2, make_tiny_llama, make_tokenizer
 PROMPTS = [[{"role": "user", "content": "How do I bake bread?"}], "What is the capital of France?"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

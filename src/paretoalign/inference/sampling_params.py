@@ -1,9 +1,11 @@
 """Sampling settings and the per-token sampling step shared by every decoder in paretoalign.
 
 Supports temperature (0 = greedy), top-k, top-p (nucleus) and stop strings. Randomness comes from one
-`torch.Generator` per candidate, seeded from (seed, prompt index, candidate index): a candidate's tokens do not
-depend on which other candidates share its batch, so pruning a batch (Speculative Rejection), generating in
-chunks, or changing the batch size leaves every surviving candidate's sample unchanged.
+`torch.Generator` per candidate, seeded from (seed, prompt index, candidate index): a candidate's random draws do
+not depend on which other candidates share its batch, so generating in chunks leaves every sample unchanged, and
+pruning a batch (Speculative Rejection) or regrouping prompts changes a sample only where floating-point rounding
+of the batched forward pass moves a draw across a token boundary (measured on SmolLM2 with 128-token responses:
+12 of 345 candidates that survived pruning differed from their Best-of-N twins; on the tiny test models, none).
 """
 
 from __future__ import annotations

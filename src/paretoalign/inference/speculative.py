@@ -6,7 +6,8 @@ generation; backends without chunked generation are refused). At each decision p
 candidates of a prompt are scored on their PARTIAL text and only the top ceil((1 - alpha) * m) continue
 (at least one); candidates that already finished are complete, cost nothing more and stay eligible. The pick is
 the best complete response by final reward. With alpha = 0 nothing is pruned and the result equals
-`best_of_n` with the same seed exactly (each candidate draws from its own generator).
+`best_of_n` with the same seed exactly (each candidate draws from its own generator); with pruning, survivors are
+Best-of-N's samples up to rare floating-point flips (see `sampling_params`).
 Assumes partial-response rewards rank candidates roughly as their final rewards will (the paper's premise).
 """
 
