@@ -255,10 +255,11 @@ def demo_best_of_n(model, weights) -> None:
     from paretoalign.inference.policy import DEFAULT_POLICY, Policy
     from paretoalign.inference.sampling_params import SamplingParams
 
-    print(f"\nBest-of-4 from {DEFAULT_POLICY} (SmolLM2-135M-Instruct) with weights {weights} ...")
+    print(f"\nBest-of-4 from {DEFAULT_POLICY} (SmolLM2-135M-Instruct) with weights {weights}; -> marks the pick ...")
     policy = Policy.from_pretrained(DEFAULT_POLICY)
-    result = best_of_n(policy, model, [DEMO_EXAMPLES[0][0]], n=4, weights=weights,
-                       params=SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=96, seed=0))[0]
+    prompt = DEMO_EXAMPLES[0][0] + " Answer in two or three sentences."  # SmolLM2 rambles past the limit otherwise
+    result = best_of_n(policy, model, [prompt], n=4, weights=weights,
+                       params=SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=160, seed=0))[0]
     for i, c in enumerate(result.candidates):
         mark = "->" if i == result.selected else "  "
         state = "finished" if c.candidate.finished else f"cut at {c.candidate.num_tokens} tokens"
