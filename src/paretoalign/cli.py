@@ -68,7 +68,7 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- score
 def read_score_rows(path: str) -> list[tuple[str, dict[str, Any], str]]:
     """Rows of a scoring input with their location and kind ('single' or 'pair')."""
-    from paretoalign.data.records import read_records
+    from paretoalign.data.records import location_error, read_records
 
     rows = []
     for location, row in read_records(path):
@@ -76,19 +76,11 @@ def read_score_rows(path: str) -> list[tuple[str, dict[str, Any], str]]:
         required = ("prompt", "chosen", "rejected") if is_pair else ("prompt", "response")
         for key in required:
             if key not in row:
-                raise_at(location, key, "missing field")
+                raise location_error("missing field", location, key)
         rows.append((location, row, "pair" if is_pair else "single"))
     if not rows:
         raise InputError("no rows to score", path=path)
     return rows
-
-
-def raise_at(location: str, field: str, message: str) -> None:
-    """Raise InputError at a 'path:line' location."""
-    path, _, line = location.rpartition(":")
-    if path and line.isdigit():
-        raise InputError(message, path=path, line=int(line), field=field)
-    raise InputError(message, path=location, field=field)
 
 
 def _prompt_and_reply(location: str, row: dict[str, Any], field: str):
@@ -420,8 +412,8 @@ def parse_reward_lms(specs: Sequence[str]) -> list[tuple[str, float]]:
 def cmd_guided(args: argparse.Namespace) -> int:
     from paretoalign.atomic_io import write_jsonl_atomic
     from paretoalign.data.prompts import read_prompts
+    from paretoalign.embed.models import load_causal_lm
     from paretoalign.inference.guided_decoding import reward_guided_generate
-    from paretoalign.rewards.genarm_trainer import load_causal_lm
 
     specs = parse_reward_lms(args.reward_lm)
     rows = read_prompts(args.prompts)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from paretoalign.atomic_io import atomic_directory
 from paretoalign.errors import InputError
@@ -195,3 +196,23 @@ def load_error(name: str, exc: Exception) -> InputError:
         f" (not a local path, so it was tried as a hub id; offline, use an alias ({', '.join(ALIASES)}), "
         "a local directory or a .gguf file)")
     return InputError(f"cannot load model '{name}'{hint}: {type(exc).__name__}: {exc}", field="model")
+
+
+def load_causal_lm(ref: str, *, trust_remote_code: bool = False, dtype: Any = None, gguf_file: str | None = None
+                   ) -> tuple[Any, Any]:
+    """(model, tokenizer) for a model reference (alias, .gguf, local directory or hub id), model in eval mode.
+
+    `dtype` is a torch dtype or its name; None means float32.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = torch.float32 if dtype is None else (getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+    path = resolve_model(str(ref), gguf_file=gguf_file)
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise load_error(ref, exc) from exc
+    return model.eval(), tokenizer

@@ -18,7 +18,7 @@ import torch
 
 from paretoalign.data.schema import Message
 from paretoalign.embed.chat_format import has_chat_template, plain_text
-from paretoalign.embed.models import load_error, quiet_transformers, resolve_model
+from paretoalign.embed.models import load_causal_lm
 from paretoalign.errors import InputError
 
 DEFAULT_POLICY = "smollm2"
@@ -99,16 +99,8 @@ class Policy:
     def from_pretrained(cls, model: str | os.PathLike = DEFAULT_POLICY, *, gguf_file: str | None = None,
                         dtype: str | torch.dtype = torch.float32, trust_remote_code: bool = False) -> Policy:
         """Load a policy from an alias, ``.gguf`` file, local directory or hub id."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        ref = resolve_model(str(model), gguf_file=gguf_file)
-        torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-        try:
-            with quiet_transformers():
-                tokenizer = AutoTokenizer.from_pretrained(ref, trust_remote_code=trust_remote_code)
-                lm = AutoModelForCausalLM.from_pretrained(ref, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as exc:
-            raise load_error(ref, exc) from exc
+        lm, tokenizer = load_causal_lm(str(model), gguf_file=gguf_file, dtype=dtype,
+                                       trust_remote_code=trust_remote_code)
         return cls(lm, tokenizer, name=str(model))
 
     # ------------------------------------------------------------------ tokens

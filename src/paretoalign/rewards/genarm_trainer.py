@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from paretoalign.atomic_io import atomic_directory, write_json_atomic
 from paretoalign.data.schema import PreferencePair
 from paretoalign.embed.chat_format import conversation_text
-from paretoalign.embed.models import load_error, quiet_transformers, resolve_model
+from paretoalign.embed.models import load_causal_lm
 from paretoalign.errors import InputError
 from paretoalign.inference.guided_decoding import Prompt
 from paretoalign.inference.policy import as_messages, eos_token_ids, prompt_token_ids
@@ -48,20 +48,6 @@ from paretoalign.rewards.genarm_config import GenARMConfig
 
 TRAINING_RECORD = "genarm_training.json"
 """Written beside the saved model: the config and the per-step metrics."""
-
-
-def load_causal_lm(ref: str, *, trust_remote_code: bool = False, dtype: torch.dtype = torch.float32):
-    """(model, tokenizer) for a model reference (alias, .gguf, local directory or hub id), model in eval mode."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_model(ref)
-    try:
-        with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError) as exc:
-        raise load_error(ref, exc) from exc
-    return model.eval(), tokenizer
 
 
 def reply_end_token_id(tokenizer, model=None) -> int | None:
