@@ -437,6 +437,174 @@ def cmd_guided(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- merge
+# ---------------------------------------------------------------- dpo / modpo / bond / warp
+TRAINERS = {
+    "dpo": ("paretoalign.train.dpo_config", "DPOConfig", "paretoalign.train.dpo_trainer", "train_dpo"),
+    "modpo": ("paretoalign.train.modpo_config", "MODPOConfig", "paretoalign.train.modpo_trainer", "train_modpo"),
+    "bond": ("paretoalign.train.bond_config", "BONDConfig", "paretoalign.train.bond_trainer", "train_bond"),
+    "warp": ("paretoalign.train.warp_config", "WARPConfig", "paretoalign.train.warp_trainer", "train_warp"),
+}
+
+
+def cmd_train_policy(args: argparse.Namespace) -> int:
+    import importlib
+
+    from paretoalign.config_loading import load_config
+
+    config_module, config_name, trainer_module, trainer_name = TRAINERS[args.method]
+    config_cls = getattr(importlib.import_module(config_module), config_name)
+    config = load_config(config_cls, args.config, args.overrides, output_dir=args.output_dir)
+    if not config.output_dir:
+        raise InputError("an output directory is required", path="command line", field="--output-dir")
+    reward_model = getattr(config, "reward_model", None)
+    needs_rm = args.method in ("bond", "warp") or (args.method == "modpo" and config.margin_source == "reward_model"
+                                                    and bool(config.margin_objectives))
+    if reward_model is not None and needs_rm:
+        if not Path(reward_model).is_dir():
+            hint = " (run `paretoalign demo` once to train the default RM there)" if reward_model == DEMO_DIR else ""
+            raise InputError(f"reward model directory not found{hint}", path=reward_model, field="reward_model")
+    trainer = getattr(importlib.import_module(trainer_module), trainer_name)
+    t0 = time.perf_counter()
+    _, stats = trainer(config)
+    print(f"{args.method}: trained in {time.perf_counter() - t0:.1f} s; policy saved to "
+          f"{Path(config.output_dir) / 'policy'} (metrics: {Path(config.output_dir) / 'metrics.jsonl'})",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from paretoalign.train.merge import merge_policies
+    from paretoalign.train.policy_files import RECORD_FILE
+
+    out = merge_policies(args.op, init=args.init, models=args.models, output_dir=args.output_dir, lam=args.lam,
+                         eta=args.eta, mu=args.mu)
+    summary = json.loads((out / RECORD_FILE).read_text(encoding="utf-8")).get("summary", {})
+    detail = {"slerp": ("mean_angle_deg", "mean task-vector angle {:.2f} deg"),
+              "liti": ("task_vector_norm_ratio", "task-vector norm ratio {:.4f}"),
+              "ema": ("distance_ratio", "distance ratio {:.4f}")}[args.op]
+    value = summary.get(detail[0])
+    print(f"merge {args.op}: {len(args.models)} model(s) -> {out}"
+          + (f" ({detail[1].format(value)})" if value is not None else ""))
+    return 0
+
+
+# ---------------------------------------------------------------- front
+def parse_bon_ns(text: str) -> list[int]:
+    """'2,4,8' -> [2, 4, 8] (sorted, distinct); an empty string disables Best-of-N."""
+    from paretoalign.inference.statistics import check_n
+
+    return sorted({check_n(n, "--bon") for n in parse_int_list(text, "--bon") or []})
+
+
+def front_run_names(runs: Sequence[str], names: Sequence[str] | None, reserved: set[str]) -> list[str]:
+    """Display names of the runs: --names, else each directory's name (its path where names repeat)."""
+    if names is not None and len(names) != len(runs):
+        raise InputError(f"{len(names)} names for {len(runs)} runs: give one name per run", path="command line",
+                         field="--names")
+    if names is None:
+        names = [Path(r).resolve().name or str(r) for r in runs]
+        if len(set(names)) != len(names):
+            names = [str(r) for r in runs]
+    repeated = sorted({n for n in names if list(names).count(n) > 1})
+    if repeated:
+        raise InputError(f"run names must be unique, repeated: {repeated}", path="command line", field="--names")
+    taken = sorted(set(names) & reserved)
+    if taken:
+        raise InputError(f"run name(s) {taken} are used by the reference / Best-of-N points: pass --names",
+                         path="command line", field="--names")
+    return list(names)
+
+
+def front_reward_model(path: str):
+    """The reward model of `front`, with a hint when it has not been trained yet."""
+    from paretoalign.rewards.reward_model import RewardModel
+
+    if not (Path(path) / "config.json").is_file():
+        raise InputError("no reward model here: train the default one with `paretoalign demo` (it saves to "
+                         f"{DEMO_DIR}) or your own with `paretoalign train-rm --output-dir DIR`", path=str(path),
+                         field="--reward-model")
+    return RewardModel.from_pretrained(path)
+
+
+def policy_directory(run: str) -> str:
+    """A saved policy: `run` itself, or `run`/policy for a training run directory (dpo, modpo, bond, warp)."""
+    path = Path(run)
+    if not (path / "config.json").is_file() and (path / "policy" / "config.json").is_file():
+        return str(path / "policy")
+    return str(path)
+
+
+def cmd_front(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from paretoalign import __version__
+    from paretoalign.data.prompts import read_prompts
+    from paretoalign.eval.policy_eval import (
+        best_of_n_points,
+        check_same_tokenizer,
+        default_eval_prompts,
+        evaluate_policy,
+    )
+    from paretoalign.inference.policy import Policy
+    from paretoalign.inference.sampling_params import SamplingParams
+    from paretoalign.inference.statistics import check_n
+    from paretoalign.report.front_report import format_front_table, write_front_report
+
+    # Everything that can be wrong with the input fails here, before any model is loaded or sampled.
+    for run in args.runs:
+        if not Path(run).is_dir():
+            raise InputError("no such run directory (a saved policy)", path=str(run), field="--runs")
+    ns = parse_bon_ns(args.bon)
+    names = front_run_names(args.runs, args.names, {"reference", *(f"best-of-{n}" for n in ns)})
+    weights = parse_weights(args.weights)
+    objectives = [s.strip() for s in args.objectives.split(",") if s.strip()] if args.objectives else None
+    if objectives is not None and len(set(objectives)) < 2:
+        raise InputError("name at least two objectives to plot against each other", path="command line",
+                         field="--objectives")
+    check_n(args.samples_per_prompt, "--samples-per-prompt")
+    params = SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    if args.prompts:
+        prompts = [r.messages for r in read_prompts(args.prompts)]
+        prompt_source = str(args.prompts)
+    else:
+        check_n(args.num_prompts, "--num-prompts")
+        prompts = default_eval_prompts(args.num_prompts, seed=args.seed)
+        prompt_source = f"bundled default pairs (sample of {len(prompts)} distinct short prompts, seed {args.seed})"
+    reward_model = front_reward_model(args.reward_model)
+    check_weights(weights, reward_model.objective_names)
+    unknown = [k for k in objectives or () if k not in reward_model.objective_names]
+    if unknown:
+        raise InputError(f"unknown objective(s) {unknown}; this model has {reward_model.objective_names}",
+                         path="command line", field="--objectives")
+    reference = Policy.from_pretrained(args.reference, trust_remote_code=args.trust_remote_code)
+    policies = [Policy.from_pretrained(policy_directory(run), trust_remote_code=args.trust_remote_code)
+                for run in args.runs]
+    for policy in policies:
+        check_same_tokenizer(policy, reference)
+
+    t0 = time.perf_counter()
+    print(f"sampling {len(prompts)} prompts from the reference {args.reference} (Best-of-N: {ns or 'off'}) ...",
+          file=sys.stderr)
+    points = best_of_n_points(reference, reward_model, prompts, ns, params=params, weights=weights,
+                              samples_per_prompt=args.samples_per_prompt, batch_rows=args.batch_rows)
+    for name, run, policy in zip(names, args.runs, policies, strict=True):
+        print(f"evaluating {name} ({run}) ...", file=sys.stderr)
+        points.append(evaluate_policy(policy, reference, reward_model, prompts,
+                                      samples_per_prompt=args.samples_per_prompt, params=params, weights=weights,
+                                      name=name, source=str(run), batch_rows=args.batch_rows))
+    meta = {"prompts": prompt_source, "num_prompts": len(prompts), "samples_per_prompt": args.samples_per_prompt,
+            "best_of_n": ns, "sampling_params": asdict(params), "reward_model": str(args.reward_model),
+            "objectives": reward_model.objective_names, "weights": weights if weights is not None else "gating",
+            "reference": str(args.reference), "runs": dict(zip(names, map(str, args.runs), strict=True)),
+            "wall_s": round(time.perf_counter() - t0, 1), "paretoalign_version": __version__}
+    table = write_front_report(points, args.output, objectives_to_plot=objectives, title=args.title, meta=meta)
+    print(format_front_table(points, [p["on_front"]["reward_vs_kl"] for p in table["points"]]))
+    print(f"wrote the report to {Path(args.output) / 'index.html'} (front.json and PNG plots beside it)",
+          file=sys.stderr)
+    return 0
+
+
 def add_generation_flags(p: argparse.ArgumentParser, with_rm: bool = True) -> None:
     """Flags shared by the commands that sample from a policy and score with an RM."""
     p.add_argument("--policy", default="smollm2", help="Policy model: alias (smollm2, gemma3-270m), .gguf file, "
@@ -554,6 +722,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=1.0, help="KL strength: larger beta, weaker guidance.")
     p.add_argument("--n", type=int, default=1, help="Candidates per prompt.")
     p.set_defaults(func=cmd_guided)
+
+    for method, text in (
+            ("dpo", "DPO on preference pairs: -log sigmoid(beta log pi/pi_ref(y_w) - beta log pi/pi_ref(y_l))."),
+            ("modpo", "MODPO: DPO on one objective's pairs with the other objectives' rewards as a weighted margin."),
+            ("bond", "J-BOND / BOND: distil Best-of-N of an (EMA) anchor into the policy (Jeffreys divergence)."),
+            ("warp", "WARP: M EMA-anchored REINFORCE runs, SLERP of their task vectors, LITI toward the init.")):
+        p = sub.add_parser(method, help=text, description=f"{text} Settings: the method's config fields from a YAML "
+                           "file and/or key=value; with none, the embedded defaults (SmolLM2-135M-Instruct, LoRA, "
+                           "the default RM, bundled data).")
+        p.add_argument("--config", help="YAML file of config settings.")
+        p.add_argument("--output-dir", help="Run directory: policy/, metrics.jsonl, checkpoint/, training.json.")
+        p.add_argument("overrides", nargs="*", help="key=value settings, e.g. max_steps=20 lora=false beta=0.1.")
+        p.set_defaults(func=cmd_train_policy, method=method)
+
+    p = sub.add_parser("merge", help="Merge saved policies in weight space (WARP): slerp, liti or ema.",
+                       description="slerp: --init and >= 2 --models (task vectors interpolated on the sphere, per "
+                                   "tensor; --lam for 2 models, default 0.5). liti: --init, one model, --eta: "
+                                   "(1-eta) init + eta model. ema: two models (anchor, current), --mu: "
+                                   "(1-mu) anchor + mu current. Safetensors only; config and tokenizer are copied "
+                                   "from the first model; merge_record.json records the operation.")
+    p.add_argument("op", choices=["slerp", "liti", "ema"])
+    p.add_argument("--init", help="The policy the models were fine-tuned from (slerp, liti).")
+    p.add_argument("--models", nargs="+", required=True, help="Saved policy directories.")
+    p.add_argument("--lam", type=float, help="slerp with 2 models: interpolation weight of the second, in [0, 1].")
+    p.add_argument("--eta", type=float, help="liti: in [0, 1].")
+    p.add_argument("--mu", type=float, help="ema: the weight of the current policy, in (0, 1].")
+    p.add_argument("--output-dir", required=True, help="Output directory (written atomically).")
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("front", help="Pareto fronts of saved policies against the reference and Best-of-N "
+                                     "(reward vs KL, objective vs objective).",
+                       description="Samples each saved policy and the reference on the same prompts, scores every "
+                                   "response with the multi-objective RM, estimates KL(policy || reference) by "
+                                   "Monte Carlo, adds Best-of-N from the reference at its KL bound, and writes "
+                                   "front.json, reward_vs_kl.png, objective_<a>_vs_<b>.png and index.html.")
+    p.add_argument("--runs", nargs="+", required=True, metavar="DIR", help="Saved policy directories.")
+    p.add_argument("--output", required=True, metavar="DIR", help="Report directory.")
+    p.add_argument("--reference", default="smollm2", help="Reference policy: alias, .gguf file, local directory or "
+                                                          "hub id (KL is measured to it).")
+    p.add_argument("--reward-model", default=DEMO_DIR, help="Reward model directory (default: the one "
+                                                            "`paretoalign demo` trains).")
+    p.add_argument("--prompts", help="Prompt file (JSONL/JSON/Parquet with 'prompt', or .txt); default: a seeded "
+                                     "sample of --num-prompts short prompts from the bundled data.")
+    p.add_argument("--num-prompts", type=int, default=32, help="Prompts sampled from the bundled data.")
+    p.add_argument("--samples-per-prompt", type=int, default=4, help="Responses per prompt for each policy.")
+    p.add_argument("--bon", default="2,4,8,16", help="Best-of-N sizes from the reference ('' disables).")
+    p.add_argument("--weights", help="Objective weights name=value,... (default: the RM's gating).")
+    p.add_argument("--names", nargs="+", help="Display names of the runs, one per --runs directory.")
+    p.add_argument("--objectives", help="Objectives to plot pairwise, e.g. a,b,c (default: the 3 that vary most).")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature (KL is of the policy "
+                                                                  "itself only at 1).")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-rows", type=int, default=32, help="Candidates generated together.")
+    p.add_argument("--title", default="Reward–KL trade-off")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.set_defaults(func=cmd_front)
 
     p = sub.add_parser("demo", help="Train the embedded default RM (once) and show per-objective scores.")
     p.add_argument("--output-dir", default=DEMO_DIR)

@@ -39,81 +39,21 @@ import torch.nn.functional as F
 
 from paretoalign.atomic_io import atomic_directory, write_json_atomic
 from paretoalign.data.schema import PreferencePair
-from paretoalign.embed.chat_format import conversation_text
 from paretoalign.embed.models import load_causal_lm
 from paretoalign.errors import InputError
 from paretoalign.inference.guided_decoding import Prompt
-from paretoalign.inference.policy import as_messages, eos_token_ids, prompt_token_ids
+from paretoalign.inference.policy import as_messages
 from paretoalign.rewards.genarm_config import GenARMConfig
+from paretoalign.train.sequences import (  # noqa: F401  (encode_pair, sequence_logprob_sums: public here too)
+    encode_pair,
+    pad_token_id,
+    reply_end_token_id,
+    row_logprob_sums,
+    sequence_logprob_sums,
+)
 
 TRAINING_RECORD = "genarm_training.json"
 """Written beside the saved model: the config and the per-step metrics."""
-
-
-def reply_end_token_id(tokenizer, model=None) -> int | None:
-    """The token that ends a reply: the chat template's end-of-turn token when it is an EOS token, else EOS."""
-    eos = eos_token_ids(tokenizer, model)
-    full, start = conversation_text(tokenizer, [{"role": "user", "content": "x"}], "y")
-    tail_ids = []
-    if full[start:].startswith("y"):
-        tail_ids = tokenizer(full[start + 1:], add_special_tokens=False)["input_ids"]
-    if tail_ids and tail_ids[0] in eos:
-        return int(tail_ids[0])
-    if tokenizer.eos_token_id is not None:
-        return int(tokenizer.eos_token_id)
-    return min(eos) if eos else None
-
-
-def encode_pair(tokenizer, prompt: Prompt, response: str, max_length: int,
-                end_id: int | None) -> tuple[list[int], int, bool]:
-    """(token ids, number of prompt tokens, whether anything was cut) of one prompt + response row."""
-    prompt_ids = prompt_token_ids(tokenizer, prompt)
-    if not prompt_ids:
-        raise InputError("a prompt renders to no tokens", field="prompt")
-    response_ids = list(tokenizer(response, add_special_tokens=False)["input_ids"])
-    if end_id is not None:
-        response_ids.append(end_id)
-    cut = len(prompt_ids) + len(response_ids) > max_length
-    response_ids = response_ids[: max_length - 1]
-    prompt_ids = prompt_ids[-(max_length - len(response_ids)):]
-    return prompt_ids + response_ids, len(prompt_ids), cut
-
-
-def sequence_logprob_sums(logits: torch.Tensor, input_ids: torch.Tensor,
-                          response_mask: torch.Tensor) -> torch.Tensor:
-    """Per-row sum of log p(token) over the tokens where `response_mask` is True (logits at t predict t + 1)."""
-    targets = input_ids[:, 1:]
-    mask = response_mask[:, 1:].bool()
-    picked = logits[:, :-1][mask].float().log_softmax(dim=-1)
-    token_logps = picked.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)
-    row = torch.arange(input_ids.shape[0], device=input_ids.device).unsqueeze(-1).expand_as(mask)[mask]
-    sums = torch.zeros(input_ids.shape[0], dtype=token_logps.dtype, device=token_logps.device)
-    return sums.index_add(0, row.to(token_logps.device), token_logps)
-
-
-def _pad_token_id(tokenizer) -> int:
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if candidate is not None:
-            return int(candidate)
-    return 0
-
-
-def _rows_logprob_sums(model, rows: Sequence[tuple[list[int], int]], pad_id: int) -> torch.Tensor:
-    """log pi(response | prompt) for encoded rows (ids, prompt length), right-padded into one forward pass."""
-    device = next(model.parameters()).device
-    length = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), length), dtype=torch.long)
-    response = torch.zeros((len(rows), length), dtype=torch.bool)
-    for i, (ids, n_prompt) in enumerate(rows):
-        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention[i, : len(ids)] = 1
-        response[i, n_prompt: len(ids)] = True
-    positions = torch.arange(length, dtype=torch.long).unsqueeze(0).expand(len(rows), -1)
-    input_ids, attention, response = input_ids.to(device), attention.to(device), response.to(device)
-    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions.to(device),
-                   use_cache=False).logits
-    return sequence_logprob_sums(logits, input_ids, response)
 
 
 def response_logprob_sums(model, tokenizer, prompts: Sequence[Prompt], responses: Sequence[str],
@@ -125,7 +65,7 @@ def response_logprob_sums(model, tokenizer, prompts: Sequence[Prompt], responses
         return torch.zeros(0)
     end_id = reply_end_token_id(tokenizer, model)
     rows = [encode_pair(tokenizer, p, r, max_length, end_id)[:2] for p, r in zip(prompts, responses, strict=True)]
-    return _rows_logprob_sums(model, rows, _pad_token_id(tokenizer))
+    return row_logprob_sums(model, rows, pad_token_id(tokenizer))
 
 
 def genarm_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, beta_r: float) -> torch.Tensor:
@@ -188,7 +128,7 @@ def train_autoregressive_rm(config: GenARMConfig, pairs: Sequence[PreferencePair
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=config.weight_decay)
     order_rng = torch.Generator().manual_seed(config.seed)
-    pad_id = _pad_token_id(tokenizer)
+    pad_id = pad_token_id(tokenizer)
     micro = config.micro_batch_size or config.batch_size
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
@@ -213,7 +153,7 @@ def train_autoregressive_rm(config: GenARMConfig, pairs: Sequence[PreferencePair
             chosen_all, rejected_all = [], []
             for m in range(0, len(batch), micro):
                 part = batch[m: m + micro]
-                logps = _rows_logprob_sums(model, [c for c, _ in part] + [r for _, r in part], pad_id)
+                logps = row_logprob_sums(model, [c for c, _ in part] + [r for _, r in part], pad_id)
                 chosen, rejected = logps[: len(part)], logps[len(part):]
                 (genarm_loss(chosen, rejected, config.beta_r) * (len(part) / len(batch))).backward()
                 chosen_all.append(chosen.detach())

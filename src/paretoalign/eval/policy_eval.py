@@ -1,0 +1,263 @@
+"""Points of a reward–KL trade-off: saved policies, the reference and Best-of-N from the reference, on the same prompts.
+
+Supports:
+- `evaluate_policy`: samples `samples_per_prompt` responses per prompt from a policy, scores EVERY sample with the
+  multi-objective RM (finished or cut at ``max_new_tokens``; the finished fraction is recorded) and estimates
+  KL(π‖π_ref) by Monte Carlo as the mean over samples of Σ_t log π(y_t|·) − log π_ref(y_t|·) (ALGORITHMS.md §10).
+  Both log-probs are computed by teacher forcing with the same code (`Policy.response_logprobs`), so numerical
+  differences between the sampling and the scoring kernels do not bias small KLs and a model evaluated against
+  itself gives exactly 0. With temperature ≠ 1, top-k or top-p the samples come from the sampler, not from π, so
+  the estimate is KL(sampler‖π_ref) from the sampler's own log-probs (a warning says so);
+- `best_of_n_points`: max(ns) reference samples per prompt drawn once; Best-of-n uses the first n of them and picks
+  the argmax weighted score (finished or not, ties to the lowest index), its KL is the analytic bound
+  log n − (n−1)/n (ALGORITHMS.md §3, marked ``kl_is_bound``); plus the reference itself at KL 0 (mean over all draws);
+- weights: None = the RM's gated (prompt-conditioned) score, or a {objective: weight} dict (see `RewardModel`).
+
+Means are over all samples; standard errors are over prompts (the samples of one prompt are not independent).
+Assumes the policy and the reference share a tokenizer (checked) and prompts are rendered with the policy's template.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from paretoalign.data.schema import Message
+from paretoalign.errors import InputError
+from paretoalign.inference.best_of_n import DEFAULT_BATCH_ROWS, prompt_groups
+from paretoalign.inference.policy import Policy, PromptLike, as_messages
+from paretoalign.inference.sampling_params import SamplingParams
+from paretoalign.inference.statistics import bon_kl_bound, check_n
+
+KINDS = ("policy", "reference", "best_of_n")
+DEFAULT_BON_NS = (2, 4, 8, 16)
+DEFAULT_PROMPT_MAX_CHARS = 400
+
+
+@dataclass
+class FrontPoint:
+    """One evaluated point: mean weighted reward, per-objective means and KL to the reference."""
+
+    name: str
+    kind: str
+    """"policy", "reference" or "best_of_n"."""
+    n: int | None
+    """N of a Best-of-N point, else None."""
+    reward: float
+    reward_stderr: float | None
+    objectives: dict[str, float]
+    kl: float
+    kl_stderr: float | None
+    kl_is_bound: bool
+    """True when `kl` is the analytic Best-of-N upper bound, not an estimate."""
+    num_prompts: int
+    num_samples: int
+    finished_fraction: float
+    mean_response_tokens: float
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InputError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}", field="kind")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (NaN and inf become None)."""
+        return json_safe(asdict(self))
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with numpy scalars as Python ones and NaN / inf as None, recursively through dicts and lists."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+@dataclass
+class _Draws:
+    """Per-sample results of (prompts × samples): scores (P, m), objectives (P, m, k), log-ratios (P, m) or None."""
+
+    scores: np.ndarray
+    objectives: np.ndarray
+    objective_names: list[str]
+    finished: np.ndarray
+    tokens: np.ndarray
+    log_ratio: np.ndarray | None
+
+
+def sampler_is_policy(params: SamplingParams) -> bool:
+    """Whether tokens are drawn from the unmodified policy (temperature 1, no top-k / top-p)."""
+    return params.temperature == 1.0 and params.top_k == 0 and params.top_p == 1.0
+
+
+def check_same_tokenizer(policy: Policy, reference: Policy) -> None:
+    """InputError unless the two policies tokenize alike (the log-ratio compares the same token sequences)."""
+    if policy is reference or policy.tokenizer is reference.tokenizer:
+        return
+    if policy.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
+        raise InputError(f"policy '{policy.name}' and reference '{reference.name}' have different tokenizers: the "
+                         "KL estimate needs both to score the same token ids", field="reference")
+
+
+def _stderr_over_prompts(per_prompt: np.ndarray) -> float | None:
+    """Standard error of the mean of per-prompt values (None for fewer than two prompts)."""
+    if per_prompt.size < 2:
+        return None
+    return float(per_prompt.std(ddof=1) / math.sqrt(per_prompt.size))
+
+
+def _prepare(policy: Policy, reward_model: Any, prompts: Sequence[PromptLike], weights: Any,
+             params: SamplingParams) -> tuple[list[list[Message]], list[list[int]]]:
+    """Weights, prompts and context checked before anything is generated."""
+    if hasattr(reward_model, "resolve_weights"):
+        reward_model.resolve_weights(weights)
+    messages = [as_messages(p, i) for i, p in enumerate(prompts)]
+    return messages, policy.encode_prompts(messages, params.max_new_tokens)
+
+
+def _draw(policy: Policy, reference: Policy | None, reward_model: Any, messages: list[list[Message]],
+          prompt_ids: list[list[int]], m: int, params: SamplingParams, weights: Any, batch_rows: int) -> _Draws:
+    """Sample m responses per prompt, score all of them and (with a reference) their summed log-ratios."""
+    exact = sampler_is_policy(params)
+    scores, objectives, finished, tokens, ratios = [], [], [], [], []
+    names: list[str] = []
+    for group in prompt_groups(len(messages), m, batch_rows):
+        sampled = policy.sample([prompt_ids[i] for i in group], m, params, prompt_indices=group)
+        flat = [c for candidates in sampled for c in candidates]
+        out = reward_model.score([messages[i] for i in group for _ in range(m)], [c.text for c in flat],
+                                 weights=weights)
+        names = list(out.objective_names)
+        scores.append(np.asarray(out.score, dtype=np.float64).reshape(len(group), m))
+        objectives.append(np.asarray(out.objectives, dtype=np.float64).reshape(len(group), m, len(names)))
+        finished.append(np.array([[c.finished for c in cs] for cs in sampled], dtype=bool))
+        tokens.append(np.array([[c.num_tokens for c in cs] for cs in sampled], dtype=np.int64))
+        if reference is None:
+            continue
+        for i, candidates in zip(group, sampled, strict=True):
+            ids = [c.token_ids for c in candidates]
+            ref = reference.response_logprobs(prompt_ids[i], ids)
+            own = policy.response_logprobs(prompt_ids[i], ids) if exact else [np.asarray(c.logprobs) for c in
+                                                                               candidates]
+            ratios.append([float(np.sum(a) - np.sum(b)) for a, b in zip(own, ref, strict=True)])
+    return _Draws(scores=np.concatenate(scores), objectives=np.concatenate(objectives), objective_names=names,
+                  finished=np.concatenate(finished), tokens=np.concatenate(tokens),
+                  log_ratio=np.asarray(ratios, dtype=np.float64) if reference is not None else None)
+
+
+def _point(name: str, kind: str, n: int | None, scores: np.ndarray, objectives: np.ndarray, names: list[str],
+           finished: np.ndarray, tokens: np.ndarray, kl: float, kl_stderr: float | None, kl_is_bound: bool,
+           source: str, meta: dict[str, Any], num_samples: int | None = None) -> FrontPoint:
+    """A FrontPoint from per-prompt rows of scores (P, m), objectives (P, m, k), finished and token counts.
+
+    `num_samples` defaults to the rows' size; a Best-of-n point passes the P·n samples its picks were chosen from.
+    """
+    return FrontPoint(name=name, kind=kind, n=n, reward=float(scores.mean()),
+                      reward_stderr=_stderr_over_prompts(scores.mean(axis=1)),
+                      objectives={k: float(objectives[..., j].mean()) for j, k in enumerate(names)},
+                      kl=float(kl), kl_stderr=kl_stderr, kl_is_bound=kl_is_bound, num_prompts=int(scores.shape[0]),
+                      num_samples=int(scores.size if num_samples is None else num_samples),
+                      finished_fraction=float(finished.mean()), mean_response_tokens=float(tokens.mean()),
+                      source=source, meta=meta)
+
+
+def _kl_note(params: SamplingParams) -> str:
+    return (f"samples come from the sampler (temperature={params.temperature}, top_k={params.top_k}, "
+            f"top_p={params.top_p}), not from the policy itself")
+
+
+def evaluate_policy(policy: Policy, reference: Policy, reward_model: Any, prompts: Sequence[PromptLike], *,
+                    samples_per_prompt: int = 4, params: SamplingParams | None = None, weights: Any = None,
+                    name: str | None = None, source: str | None = None,
+                    batch_rows: int = DEFAULT_BATCH_ROWS) -> FrontPoint:
+    """Mean reward, per-objective rewards and Monte-Carlo KL(policy‖reference) over sampled responses."""
+    m = check_n(samples_per_prompt, "samples_per_prompt")
+    params = params or SamplingParams()
+    check_same_tokenizer(policy, reference)
+    messages, prompt_ids = _prepare(policy, reward_model, prompts, weights, params)
+    exact = sampler_is_policy(params)
+    if not exact:
+        warnings.warn(f"KL of '{policy.name}' is the sampler's: {_kl_note(params)}", stacklevel=2)
+    t0 = time.perf_counter()
+    draws = _draw(policy, reference, reward_model, messages, prompt_ids, m, params, weights, batch_rows)
+    ratio = draws.log_ratio
+    meta = {"kl_of": "policy" if exact else "sampler", "policy": policy.name, "reference": reference.name,
+            "samples_per_prompt": m, "wall_s": round(time.perf_counter() - t0, 3)}
+    return _point(name or policy.name, "policy", None, draws.scores, draws.objectives, draws.objective_names,
+                  draws.finished, draws.tokens, float(ratio.mean()), _stderr_over_prompts(ratio.mean(axis=1)),
+                  False, source if source is not None else policy.name, meta)
+
+
+def best_of_n_points(reference: Policy, reward_model: Any, prompts: Sequence[PromptLike],
+                     ns: Sequence[int] = DEFAULT_BON_NS, *, params: SamplingParams | None = None, weights: Any = None,
+                     seed: int | None = None, samples_per_prompt: int = 1, name: str = "reference",
+                     batch_rows: int = DEFAULT_BATCH_ROWS) -> list[FrontPoint]:
+    """The reference (KL 0) and Best-of-n from it for each n in `ns` (KL = the bound), from ONE set of draws.
+
+    max(max(ns), samples_per_prompt) samples are drawn per prompt; Best-of-n looks at the first n of them, so
+    its mean reward never decreases with n on the same draws.
+    """
+    ns = sorted({check_n(n, "ns") for n in ns})
+    draws_per_prompt = max([*ns, check_n(samples_per_prompt, "samples_per_prompt")])
+    params = params or SamplingParams()
+    if seed is not None:
+        params = replace(params, seed=seed)
+    exact = sampler_is_policy(params)
+    if not exact:
+        warnings.warn(f"reference KL is the sampler's and the Best-of-N bounds are relative to the sampler: "
+                      f"{_kl_note(params)}", stacklevel=2)
+    messages, prompt_ids = _prepare(reference, reward_model, prompts, weights, params)
+    t0 = time.perf_counter()
+    # At temperature 1 the reference's KL to itself is exactly 0: no log-probs needed.
+    draws = _draw(reference, None if exact else reference, reward_model, messages, prompt_ids, draws_per_prompt,
+                  params, weights, batch_rows)
+    wall = round(time.perf_counter() - t0, 3)
+    if exact:
+        kl, kl_se = 0.0, 0.0
+    else:
+        kl, kl_se = float(draws.log_ratio.mean()), _stderr_over_prompts(draws.log_ratio.mean(axis=1))
+    kl_of = "policy" if exact else "sampler"
+    points = [_point(name, "reference", None, draws.scores, draws.objectives, draws.objective_names, draws.finished,
+                     draws.tokens, kl, kl_se, False, reference.name,
+                     {"kl_of": kl_of, "samples_per_prompt": draws_per_prompt, "wall_s": wall})]
+    rows = np.arange(draws.scores.shape[0])
+    for n in ns:
+        pick = np.argmax(draws.scores[:, :n], axis=1)  # the first maximum: ties go to the lowest index
+        points.append(_point(f"best-of-{n}", "best_of_n", n, draws.scores[rows, pick][:, None],
+                             draws.objectives[rows, pick][:, None], draws.objective_names,
+                             draws.finished[rows, pick], draws.tokens[rows, pick], bon_kl_bound(n), None, True,
+                             reference.name, {"kl_bound": "log N - (N-1)/N", "bound_relative_to": kl_of,
+                                              "draws_per_prompt": draws_per_prompt},
+                             num_samples=n * int(rows.size)))
+    return points
+
+
+def default_eval_prompts(num_prompts: int, seed: int = 0, max_chars: int = DEFAULT_PROMPT_MAX_CHARS
+                         ) -> list[list[Message]]:
+    """A deterministic sample of distinct short prompts (≤ `max_chars` characters) from the bundled default pairs."""
+    from paretoalign.data.bundled import DEFAULT_PAIRS_FILE, bundled_data_dir
+    from paretoalign.data.preference import load_preference_pairs
+    from paretoalign.data.splits import prompt_key
+
+    check_n(num_prompts, "num_prompts")
+    unique: dict[str, list[Message]] = {}
+    for pair in load_preference_pairs(str(bundled_data_dir() / DEFAULT_PAIRS_FILE)):
+        if sum(len(msg["content"]) for msg in pair.prompt) <= max_chars:
+            unique.setdefault(prompt_key(pair.prompt), pair.prompt)
+    keys = sorted(unique)
+    picked = random.Random(seed).sample(keys, min(num_prompts, len(keys)))
+    return [unique[k] for k in picked]

@@ -1,0 +1,1 @@
+"""Reports of evaluated policies: Pareto-front plots, JSON tables and self-contained HTML pages."""

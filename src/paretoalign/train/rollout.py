@@ -1,0 +1,115 @@
+"""The one rollout-and-scoring loop of the online trainers (BOND, J-BOND, WARP).
+
+Supports: sampling n responses per prompt from any causal LM (trained policy, anchor or reference) with the
+inference engine (one prefill per prompt, per-candidate seeded generators), seeds derived from (seed, step, role)
+so a resumed run draws the same samples, scoring every response with the multi-objective RM (gating or user
+weights), and turning samples into token rows for the training forward pass.
+
+Assumes responses cut at max_new_tokens are still trained on and scored as they are (their `finished` flag is
+kept in the metrics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from paretoalign.errors import InputError
+from paretoalign.inference.policy import Policy, as_messages
+from paretoalign.inference.sampling_params import SamplingParams
+from paretoalign.train.sequences import Row, fit_row
+
+
+@dataclass
+class Sample:
+    """One sampled response to one prompt."""
+
+    prompt_index: int
+    response_ids: list[int]
+    text: str
+    finished: bool
+    reward: float = float("nan")
+
+
+def step_seed(seed: int, step: int, role: str) -> int:
+    """A 63-bit sampling seed for one (run seed, step, role) — the same on every machine and after a resume."""
+    digest = hashlib.sha256(f"{seed}:{step}:{role}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def sample_responses(model: Any, tokenizer: Any, prompt_ids: Sequence[list[int]], prompt_indices: Sequence[int],
+                     n: int, params: SamplingParams, *, seed: int, step: int, role: str) -> list[list[Sample]]:
+    """n samples per prompt from `model` (no gradients), seeded by (seed, step, role)."""
+    policy = Policy(model, tokenizer)
+    params = dataclasses.replace(params, seed=step_seed(seed, step, role))
+    with torch.no_grad():
+        groups = policy.sample(prompt_ids, n, params, prompt_indices=list(prompt_indices))
+    return [[Sample(prompt_index=c.prompt_index, response_ids=list(c.token_ids), text=c.text, finished=c.finished)
+             for c in group] for group in groups]
+
+
+def score_samples(reward_model: Any, prompts: Sequence[Any], samples: Sequence[Sample], weights: Any = None) -> None:
+    """Set each sample's reward: the RM's score of (its prompt, its text) with `weights` (None: gating)."""
+    if not samples:
+        return
+    out = reward_model.score([as_messages(prompts[s.prompt_index]) for s in samples], [s.text for s in samples],
+                             weights=weights)
+    for s, r in zip(samples, out.score, strict=True):
+        s.reward = float(r)
+
+
+def sample_rows(samples: Sequence[Sample], prompt_ids: dict[int, list[int]], max_length: int) -> list[Row]:
+    """Token rows (prompt + response) of samples, cut to max_length."""
+    rows = []
+    for s in samples:
+        if not s.response_ids:
+            raise InputError("a sampled response has no tokens (max_new_tokens must be >= 1)",
+                             field="max_new_tokens")
+        ids, n_prompt, _ = fit_row(prompt_ids[s.prompt_index], s.response_ids, max_length)
+        rows.append((ids, n_prompt))
+    return rows
+
+
+def fit_prompts(prompt_ids: Sequence[list[int]], max_length: int, max_new_tokens: int
+                ) -> tuple[list[list[int]], int]:
+    """Prompts cut from the left to leave max_new_tokens within max_length (sampling and training then see the same
+    prompt); returns (prompt ids, how many were cut)."""
+    room = max_length - max_new_tokens
+    if room < 1:
+        raise InputError(f"max_length ({max_length}) must exceed max_new_tokens ({max_new_tokens})",
+                         field="max_length")
+    return [list(p[-room:]) for p in prompt_ids], sum(len(p) > room for p in prompt_ids)
+
+
+def load_prompts(path: str | None, max_prompts: int | None) -> list[list[dict[str, str]]]:
+    """Prompts (message lists) from a prompt file, or the distinct prompts of the bundled default pairs."""
+    if path is not None:
+        from paretoalign.data.prompts import read_prompts
+
+        prompts = [row.messages for row in read_prompts(path)]
+    else:
+        from paretoalign.train.dpo_trainer import load_pairs
+
+        seen, prompts = set(), []
+        for pair in load_pairs(None, None, None):
+            key = repr(pair.prompt)
+            if key not in seen:
+                seen.add(key)
+                prompts.append(as_messages(pair.prompt))
+    if max_prompts is not None:
+        prompts = prompts[:max_prompts]
+    if not prompts:
+        raise InputError("no prompts", path=path, field="prompts")
+    return prompts
+
+
+def mean_finite(values: Sequence[float]) -> float:
+    """Mean of the finite values (NaN when there are none)."""
+    arr = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)
+    return float(arr.mean()) if arr.size else float("nan")
