@@ -153,3 +153,10 @@ def test_online_prompts_must_leave_room_for_the_response():
     with pytest.raises(InputError) as err:
         train_bond(config, PROMPTS, model=model, tokenizer=tok, reward_model=tiny_reward_model())
     assert err.value.field == "max_length"
+
+
+def test_jbond_refuses_a_separate_reference():
+    with pytest.raises(InputError, match="initial policy") as info:
+        BONDConfig(variant="jbond", reference="some/other/model")
+    assert info.value.field == "reference"
+    assert BONDConfig(variant="bond", reference="some/other/model").reference == "some/other/model"

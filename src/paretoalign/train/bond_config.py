@@ -61,6 +61,10 @@ class BONDConfig(OnlineTrainingConfig):
             if self.quantile_samples < self.n:
                 raise InputError(f"quantile_samples ({self.quantile_samples}) must be >= n ({self.n})",
                                  field="quantile_samples")
+        if self.variant == "jbond" and self.reference is not None:
+            raise InputError("J-BOND's reference is the initial policy, where its EMA anchor starts: leave reference "
+                             "null (train from the reference by setting model), or use variant=bond",
+                             field="reference")
         unit_interval(self.anchor_ema, "anchor_ema", open_low=True)
         if not (math.isfinite(self.jbond_penalty) and self.jbond_penalty >= 0):
             raise InputError(f"jbond_penalty must be >= 0, got {self.jbond_penalty}", field="jbond_penalty")
