@@ -464,8 +464,17 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
         if not Path(reward_model).is_dir():
             hint = " (run `paretoalign demo` once to train the default RM there)" if reward_model == DEMO_DIR else ""
             raise InputError(f"reward model directory not found{hint}", path=reward_model, field="reward_model")
-    trainer = getattr(importlib.import_module(trainer_module), trainer_name)
     t0 = time.perf_counter()
+    if args.method == "modpo" and config.sweep_weights:
+        from paretoalign.train.modpo_trainer import train_modpo_sweep
+
+        for row in train_modpo_sweep(config):
+            print(f"modpo weights {row['weights']}: policy saved to {Path(row['output_dir']) / 'policy'}",
+                  file=sys.stderr)
+        print(f"modpo sweep of {len(config.sweep_weights)} weightings: {time.perf_counter() - t0:.1f} s",
+              file=sys.stderr)
+        return 0
+    trainer = getattr(importlib.import_module(trainer_module), trainer_name)
     _, stats = trainer(config)
     print(f"{args.method}: trained in {time.perf_counter() - t0:.1f} s; policy saved to "
           f"{Path(config.output_dir) / 'policy'} (metrics: {Path(config.output_dir) / 'metrics.jsonl'})",

@@ -70,3 +70,25 @@ def test_online_trainers_need_an_existing_reward_model(tmp_path, tiny_llama_dir,
 def test_training_needs_an_output_dir(tiny_llama_dir, pairs_file, capsys):
     assert main(["dpo", f"data={pairs_file}", f"model={tiny_llama_dir}", *TINY]) == 2
     assert "--output-dir" in capsys.readouterr().err
+
+
+def test_modpo_sweep_trains_one_policy_per_weighting(tmp_path, tiny_llama_dir, pairs_file):
+    out = tmp_path / "sweep"
+    rc = main(["modpo", "--output-dir", str(out), f"data={pairs_file}", f"model={tiny_llama_dir}", "objective=null",
+               "margin_source=implicit", f"margin_policies=[{tiny_llama_dir}]",
+               "sweep_weights=[[1.0, 0.0], [0.5, 0.5]]", *TINY])
+    assert rc == 0
+    for name, weights in (("w-1-0", [1.0, 0.0]), ("w-0.5-0.5", [0.5, 0.5])):
+        record = json.loads((out / name / "training.json").read_text())
+        assert record["config"]["weights"] == weights and record["config"]["sweep_weights"] is None
+        assert (out / name / "policy" / "config.json").is_file()
+
+
+def test_modpo_sweep_rejects_a_weighting_off_the_simplex(tmp_path, tiny_llama_dir, pairs_file, capsys):
+    out = tmp_path / "sweep"
+    rc = main(["modpo", "--output-dir", str(out), f"data={pairs_file}", f"model={tiny_llama_dir}", "objective=null",
+               "margin_source=implicit", f"margin_policies=[{tiny_llama_dir}]",
+               "sweep_weights=[[1.0, 0.0], [0.7, 0.7]]", *TINY])
+    assert rc == 2
+    assert "sweep_weights" in capsys.readouterr().err
+    assert not out.exists()

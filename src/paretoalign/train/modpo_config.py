@@ -42,6 +42,10 @@ class MODPOConfig(DPOConfig):
     margin_policies: list[str] | None = field(
         default=None,
         metadata={"help": "One DPO-trained policy directory per margin objective (margin_source='implicit')."})
+    sweep_weights: list[list[float]] | None = field(
+        default=None,
+        metadata={"help": "Train one policy per weighting (each like `weights`) into output_dir/w-<w_0>-<w_1>-…, "
+                          "sharing the margin computation: a front from one command. None: train `weights` only."})
     margin_betas: list[float] | None = field(
         default=None,
         metadata={"help": "The beta each margin policy was trained with (implicit reward scale; default: beta)."})
@@ -54,6 +58,14 @@ class MODPOConfig(DPOConfig):
         if len(set(self.margin_objectives)) != len(self.margin_objectives):
             raise InputError("margin_objectives repeats a name", field="margin_objectives")
         check_simplex(self.weights, 1 + len(self.margin_objectives))
+        if self.sweep_weights is not None:
+            if not isinstance(self.sweep_weights, list) or not self.sweep_weights:
+                raise InputError("sweep_weights must be a non-empty list of weightings", field="sweep_weights")
+            for w in self.sweep_weights:
+                try:
+                    check_simplex(w, 1 + len(self.margin_objectives))
+                except InputError as exc:
+                    raise InputError(f"{exc.reason} (in sweep_weights)", field="sweep_weights") from None
         if self.margin_source not in MARGIN_SOURCES:
             raise InputError(f"margin_source must be one of {MARGIN_SOURCES}, got {self.margin_source!r}",
                              field="margin_source")

@@ -16,7 +16,9 @@ Assumes the pairs are the w_0 objective's preferences, and that the RM (or each 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -134,3 +136,25 @@ def train_modpo(config: MODPOConfig, pairs: Sequence[PreferencePair] | None = No
              "mean_margin_difference": dict(zip(config.margin_objectives, diff, strict=True))}
     return run_pairwise_training("modpo", config, pairs, loss_fn, model=model, tokenizer=tokenizer,
                                  extra_stats=extra)
+
+
+def sweep_directory(output_dir: str, weights: Sequence[float]) -> str:
+    """The run directory of one weighting of a sweep: output_dir/w-0.6-0.2-0.2."""
+    return str(Path(output_dir) / ("w-" + "-".join(f"{w:g}" for w in weights)))
+
+
+def train_modpo_sweep(config: MODPOConfig, pairs: Sequence[PreferencePair] | None = None, *,
+                      reward_model: Any = None) -> list[dict[str, Any]]:
+    """Train one MODPO policy per weighting of config.sweep_weights (margins computed once); returns their stats."""
+    if not config.sweep_weights:
+        raise InputError("sweep_weights is empty", field="sweep_weights")
+    if pairs is None:
+        pairs = load_pairs(config.data, config.objective, config.max_pairs)
+    margins = compute_margins(config, pairs, reward_model)
+    results = []
+    for weights in config.sweep_weights:
+        sub = dataclasses.replace(config, weights=list(weights), sweep_weights=None,
+                                  output_dir=sweep_directory(config.output_dir, weights) if config.output_dir else None)
+        _, stats = train_modpo(sub, pairs, margins=margins)
+        results.append({"weights": list(weights), "output_dir": sub.output_dir, **stats})
+    return results
