@@ -215,3 +215,14 @@ def test_cli_merge_reports_bad_counts_with_exit_code_2(llama_family, tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("error:") and "exactly one model" in err
     assert not out.exists()
+
+
+def test_merge_reads_a_training_run_directory_through_its_policy_folder(tmp_path, tiny_llama_dir):
+    from paretoalign.train.merge import policy_source
+
+    run = tmp_path / "run"
+    (run / "policy").mkdir(parents=True)
+    (run / "policy" / "config.json").write_text("{}")
+    assert policy_source(str(run)) == str(run / "policy")
+    assert policy_source(str(tiny_llama_dir)) == str(tiny_llama_dir)
+    assert policy_source(str(tmp_path / "missing")) == str(tmp_path / "missing")

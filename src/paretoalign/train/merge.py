@@ -105,10 +105,25 @@ def _slerp_record(init: Mapping[str, torch.Tensor], states: list[Mapping[str, to
     return {"summary": summary, "pairs": pairs}
 
 
+def policy_source(ref: str) -> str:
+    """A saved policy directory for `ref`: a shipped-model alias (e.g. 'smollm2', converted once), a training run
+    directory (its policy/), or the directory itself."""
+    from paretoalign.embed.models import ALIASES, resolve_model
+
+    ref = str(ref)
+    path = Path(ref)
+    if ref in ALIASES and not path.exists():
+        return resolve_model(ref)
+    if path.is_dir() and not (path / "config.json").is_file() and (path / "policy" / "config.json").is_file():
+        return str(path / "policy")
+    return ref
+
+
 def merge_policies(op: str, *, init: str | None, models: list[str], output_dir: str, lam: float | None = None,
                    eta: float | None = None, mu: float | None = None) -> Path:
     """Apply `op` ("slerp", "liti" or "ema") to saved policies and write the result to `output_dir`; return it."""
-    models = [str(m) for m in models]
+    models = [policy_source(m) for m in models]
+    init = policy_source(init) if init is not None else None
     _check_arguments(op, init, models, lam, eta, mu)
     inputs = ([str(init)] if init is not None else []) + models
     out_resolved = Path(output_dir).resolve()
