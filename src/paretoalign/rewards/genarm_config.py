@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from paretoalign.errors import InputError
+from paretoalign.train.training_config import positive_float, positive_int
 
 PAPER_LORA_LEARNING_RATE = 5e-4
 """The GenARM paper's learning rate for its LoRA-trained autoregressive RMs."""
@@ -70,26 +71,26 @@ class GenARMConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
             raise InputError(f"model must be a non-empty string, got {self.model!r}", field="model")
-        _positive_float(self.beta_r, "beta_r")
+        positive_float(self.beta_r, "beta_r")
         if self.learning_rate is not None:
-            _positive_float(self.learning_rate, "learning_rate")
+            positive_float(self.learning_rate, "learning_rate")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise InputError(f"weight_decay must be >= 0, got {self.weight_decay}", field="weight_decay")
-        _positive_int(self.epochs, "epochs")
+        positive_int(self.epochs, "epochs")
         if self.max_steps is not None:
-            _positive_int(self.max_steps, "max_steps")
-        _positive_int(self.batch_size, "batch_size")
+            positive_int(self.max_steps, "max_steps")
+        positive_int(self.batch_size, "batch_size")
         if self.micro_batch_size is not None:
-            _positive_int(self.micro_batch_size, "micro_batch_size")
-        _positive_int(self.max_length, "max_length")
+            positive_int(self.micro_batch_size, "micro_batch_size")
+        positive_int(self.max_length, "max_length")
         if self.max_length < 2:
             raise InputError(f"max_length must be >= 2 (one prompt and one response token), got {self.max_length}",
                              field="max_length")
         if self.max_grad_norm is not None:
-            _positive_float(self.max_grad_norm, "max_grad_norm")
+            positive_float(self.max_grad_norm, "max_grad_norm")
         if self.lora:
-            _positive_int(self.lora_r, "lora_r")
-            _positive_float(self.lora_alpha, "lora_alpha")
+            positive_int(self.lora_r, "lora_r")
+            positive_float(self.lora_alpha, "lora_alpha")
             if not (0.0 <= self.lora_dropout < 1.0):
                 raise InputError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}", field="lora_dropout")
 
@@ -100,12 +101,3 @@ class GenARMConfig:
             return float(self.learning_rate)
         return PAPER_LORA_LEARNING_RATE if self.lora else FULL_FINETUNE_LEARNING_RATE
 
-
-def _positive_float(value: float, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise InputError(f"{name} must be a finite number > 0, got {value!r}", field=name)
-
-
-def _positive_int(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name} must be an integer >= 1, got {value!r}", field=name)

@@ -29,8 +29,6 @@ from typing import Any
 
 import torch
 
-from paretoalign.errors import InputError
-from paretoalign.inference.best_of_n import load_reward_model
 from paretoalign.train.bond_config import BONDConfig
 from paretoalign.train.dpo_trainer import batch_indices
 from paretoalign.train.policy_setup import (
@@ -44,8 +42,8 @@ from paretoalign.train.policy_setup import (
 from paretoalign.train.rollout import (
     Sample,
     fit_prompts,
-    load_prompts,
     mean_finite,
+    online_inputs,
     sample_responses,
     sample_rows,
     score_samples,
@@ -109,13 +107,7 @@ def _anchor_state(run: TrainingRun, anchor: Reference) -> dict[str, torch.Tensor
 def train_bond(config: BONDConfig, prompts: Sequence[Any] | None = None, *, model: Any = None, tokenizer: Any = None,
                reward_model: Any = None) -> tuple[Any, dict[str, Any]]:
     """Train a policy with J-BOND or BOND; returns (the trained plain model in eval mode, stats)."""
-    prompts = list(prompts) if prompts is not None else load_prompts(config.prompts, config.max_prompts)
-    reward_model = load_reward_model(reward_model if reward_model is not None else config.reward_model)
-    if config.weights is not None:
-        unknown = [k for k in config.weights if k not in reward_model.objective_names]
-        if unknown:
-            raise InputError(f"unknown objective(s) {unknown}; the RM has {list(reward_model.objective_names)}",
-                             field="weights")
+    prompts, reward_model = online_inputs(config, prompts, reward_model)
     jbond = config.variant == "jbond"
     initial = initial_copy(config, model) if (jbond or (not config.lora and config.reference is None)) else None
     run = start_run(config.variant, config, config.max_steps or 1, model=model, tokenizer=tokenizer)

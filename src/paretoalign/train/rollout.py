@@ -109,6 +109,20 @@ def load_prompts(path: str | None, max_prompts: int | None) -> list[list[dict[st
     return prompts
 
 
+def online_inputs(config: Any, prompts: Sequence[Any] | None, reward_model: Any) -> tuple[list[Any], Any]:
+    """(prompts, loaded RM) of an online trainer: the given ones or the config's; weights checked against the RM."""
+    from paretoalign.inference.best_of_n import load_reward_model
+
+    prompts = list(prompts) if prompts is not None else load_prompts(config.prompts, config.max_prompts)
+    reward_model = load_reward_model(reward_model if reward_model is not None else config.reward_model)
+    if config.weights is not None:
+        unknown = [k for k in config.weights if k not in reward_model.objective_names]
+        if unknown:
+            raise InputError(f"unknown objective(s) {unknown}; the RM has {list(reward_model.objective_names)}",
+                             field="weights")
+    return prompts, reward_model
+
+
 def mean_finite(values: Sequence[float]) -> float:
     """Mean of the finite values (NaN when there are none)."""
     arr = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)

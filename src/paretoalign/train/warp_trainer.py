@@ -29,7 +29,6 @@ import torch
 
 from paretoalign.atomic_io import write_json_atomic
 from paretoalign.errors import InputError
-from paretoalign.inference.best_of_n import load_reward_model
 from paretoalign.inference.policy import encode_prompts
 from paretoalign.train.checkpoint import check_resumable, config_record, load_checkpoint
 from paretoalign.train.dpo_trainer import batch_indices
@@ -43,8 +42,8 @@ from paretoalign.train.policy_setup import (
 )
 from paretoalign.train.rollout import (
     fit_prompts,
-    load_prompts,
     mean_finite,
+    online_inputs,
     sample_responses,
     sample_rows,
     score_samples,
@@ -182,13 +181,7 @@ def train_warp(config: WARPConfig, prompts: Sequence[Any] | None = None, *, mode
     from paretoalign.embed.models import load_causal_lm
     from paretoalign.train.weight_ops import merge_report
 
-    prompts = list(prompts) if prompts is not None else load_prompts(config.prompts, config.max_prompts)
-    reward_model = load_reward_model(reward_model if reward_model is not None else config.reward_model)
-    if config.weights is not None:
-        unknown = [k for k in config.weights if k not in reward_model.objective_names]
-        if unknown:
-            raise InputError(f"unknown objective(s) {unknown}; the RM has {list(reward_model.objective_names)}",
-                             field="weights")
+    prompts, reward_model = online_inputs(config, prompts, reward_model)
     if model is None:
         model, tokenizer = load_causal_lm(config.model, trust_remote_code=config.trust_remote_code)
     elif tokenizer is None:
