@@ -39,10 +39,12 @@ def is_peft_model(model: Any) -> bool:
 
 
 def training_device(config: PolicyTrainingConfig) -> torch.device:
-    """The device to train on: the configured one, else CUDA when available, else CPU."""
+    """The device to train on: the configured one, else accelerate's for this process (its GPU, else CPU)."""
     if config.device:
         return torch.device(config.device)
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    from accelerate import PartialState
+
+    return PartialState().device
 
 
 def wrap_lora(model: Any, config: PolicyTrainingConfig) -> Any:
