@@ -476,9 +476,9 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
         return 0
     trainer = getattr(importlib.import_module(trainer_module), trainer_name)
     _, stats = trainer(config)
+    metrics = "iter*/run*/metrics.jsonl" if args.method == "warp" else "metrics.jsonl"
     print(f"{args.method}: trained in {time.perf_counter() - t0:.1f} s; policy saved to "
-          f"{Path(config.output_dir) / 'policy'} (metrics: {Path(config.output_dir) / 'metrics.jsonl'})",
-          file=sys.stderr)
+          f"{Path(config.output_dir) / 'policy'} (metrics: {Path(config.output_dir) / metrics})", file=sys.stderr)
     return 0
 
 
