@@ -103,6 +103,7 @@ def test_rewards_are_the_rm_scores_of_every_sampled_text(twin, reference, rm):
     assert 0.0 < point.finished_fraction < 1.0  # unfinished samples are scored too
     assert point.mean_response_tokens == pytest.approx(np.mean([c.num_tokens for c in flat]))
     assert point.num_prompts == 3 and point.num_samples == 9
+    assert point.per_prompt_reward == pytest.approx(out.score.reshape(len(PROMPTS), M).mean(axis=1), rel=1e-12)
 
 
 def test_gated_reward_uses_the_rm_gating(twin, reference, rm):

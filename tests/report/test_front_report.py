@@ -119,3 +119,37 @@ def test_output_path_that_is_a_file_is_rejected(points, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="not a directory"):
         write_front_report(points, tmp_path / "file")
+
+
+def test_paired_gain_uses_per_prompt_differences():
+    from paretoalign.eval.policy_eval import paired_gain
+
+    ref = point("reference", "reference", 0.0, 0.0, objectives(0, 0, 0))
+    pol = point("p", "policy", 0.0, 0.1, objectives(0, 0, 0))
+    ref.per_prompt_reward = [0.0, 2.0, -1.0, 5.0]
+    pol.per_prompt_reward = [0.5, 2.25, -0.75, 5.5]
+    gain, se = paired_gain(pol, ref)
+    diffs = np.array([0.5, 0.25, 0.25, 0.5])
+    assert gain == pytest.approx(diffs.mean())
+    assert se == pytest.approx(diffs.std(ddof=1) / 2)
+    # far smaller than the unpaired spread of the per-prompt rewards
+    assert se < np.std(ref.per_prompt_reward, ddof=1) / 2 / 10
+
+
+def test_paired_gain_refuses_points_from_different_prompts():
+    from paretoalign.eval.policy_eval import paired_gain
+
+    ref = point("reference", "reference", 0.0, 0.0, objectives(0, 0, 0))
+    pol = point("p", "policy", 0.0, 0.1, objectives(0, 0, 0))
+    ref.per_prompt_reward, pol.per_prompt_reward = [1.0, 2.0], [1.0, 2.0, 3.0]
+    with pytest.raises(InputError, match="same prompts"):
+        paired_gain(pol, ref)
+
+
+def test_table_shows_the_gain_over_the_reference():
+    ref = point("reference", "reference", 1.0, 0.0, objectives(0, 0, 0))
+    pol = point("p", "policy", 1.25, 0.1, objectives(0, 0, 0))
+    ref.per_prompt_reward, pol.per_prompt_reward = [1.0, 1.0], [1.0, 1.5]
+    table = format_front_table([ref, pol])
+    assert "gain ± paired s.e." in table
+    assert "0.250 ± 0.250" in table.splitlines()[2]

@@ -63,6 +63,8 @@ class FrontPoint:
     mean_response_tokens: float
     source: str
     meta: dict[str, Any] = field(default_factory=dict)
+    per_prompt_reward: list[float] = field(default_factory=list)
+    """Mean reward of each prompt, in prompt order (for paired comparisons on the same prompts)."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -172,7 +174,22 @@ def _point(name: str, kind: str, n: int | None, scores: np.ndarray, objectives: 
                       kl=float(kl), kl_stderr=kl_stderr, kl_is_bound=kl_is_bound, num_prompts=int(scores.shape[0]),
                       num_samples=int(scores.size if num_samples is None else num_samples),
                       finished_fraction=float(finished.mean()), mean_response_tokens=float(tokens.mean()),
-                      source=source, meta=meta)
+                      source=source, meta=meta, per_prompt_reward=[float(v) for v in scores.mean(axis=1)])
+
+
+def paired_gain(point: FrontPoint, baseline: FrontPoint) -> tuple[float, float | None]:
+    """(mean reward gain over `baseline`, its standard error over prompts) from per-prompt differences.
+
+    Both points must be evaluated on the same prompts; pairing removes the prompt-to-prompt spread of rewards, which
+    dominates the unpaired standard errors.
+    """
+    a = np.asarray(point.per_prompt_reward, dtype=np.float64)
+    b = np.asarray(baseline.per_prompt_reward, dtype=np.float64)
+    if a.size == 0 or a.size != b.size:
+        raise InputError(f"'{point.name}' and '{baseline.name}' were not evaluated on the same prompts "
+                         f"({a.size} vs {b.size} per-prompt rewards)", field="per_prompt_reward")
+    diff = a - b
+    return float(diff.mean()), _stderr_over_prompts(diff)
 
 
 def _kl_note(params: SamplingParams) -> str:

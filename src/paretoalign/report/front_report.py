@@ -31,7 +31,7 @@ import numpy as np
 from paretoalign.atomic_io import atomic_path, write_json_atomic, write_text_atomic
 from paretoalign.errors import InputError
 from paretoalign.eval.pareto import pareto_front
-from paretoalign.eval.policy_eval import FrontPoint, json_safe
+from paretoalign.eval.policy_eval import FrontPoint, json_safe, paired_gain
 
 REWARD_KL = "reward_vs_kl"
 DEFAULT_TITLE = "Reward–KL trade-off"
@@ -145,8 +145,9 @@ def plot_reward_vs_kl(points: Sequence[FrontPoint], mask: np.ndarray, title: str
                 zorder=1)
     for p in points:
         if p.kind == "policy":
+            gain_se = _gain(p, points)[1]
             ax.errorbar([p.kl], [p.reward], xerr=None if p.kl_stderr is None else [p.kl_stderr],
-                        yerr=None if p.reward_stderr is None else [p.reward_stderr], fmt="none",
+                        yerr=None if gain_se is None else [gain_se], fmt="none",
                         ecolor="tab:blue", alpha=0.5, zorder=1)
     _step_front(ax, xs, ys, mask, x_max=False)
     _draw_points(ax, points, xs, ys, mask)
@@ -182,6 +183,14 @@ def _fmt(value: float | None, stderr: float | None = None) -> str:
     return f"{value:.3f}" if stderr is None else f"{value:.3f} ± {stderr:.3f}"
 
 
+def _gain(p: FrontPoint, points: Sequence[FrontPoint]) -> tuple[float | None, float | None]:
+    """Reward gain over the reference point with its paired standard error (None without a comparable reference)."""
+    ref = next((q for q in points if q.kind == "reference"), None)
+    if ref is None or p is ref or len(p.per_prompt_reward) != len(ref.per_prompt_reward) or not ref.per_prompt_reward:
+        return (0.0, 0.0) if p is ref else (None, None)
+    return paired_gain(p, ref)
+
+
 def _kl_text(p: FrontPoint) -> str:
     return f"≤ {p.kl:.3f} (bound)" if p.kl_is_bound else _fmt(p.kl, p.kl_stderr)
 
@@ -189,11 +198,11 @@ def _kl_text(p: FrontPoint) -> str:
 def format_front_table(points: Sequence[FrontPoint], on_front: Sequence[bool] | None = None) -> str:
     """A plain-text table of the points (reward and KL ± standard error, objectives, finished %, front ✓)."""
     names = objective_names(points)
-    header = ["name", "kind", "reward ± s.e.", "KL ± s.e.", *names, "finished", "front"]
+    header = ["name", "kind", "reward ± s.e.", "gain ± paired s.e.", "KL ± s.e.", *names, "finished", "front"]
     rows = [header]
     for i, p in enumerate(points):
         mark = "✓" if on_front is not None and on_front[i] else ""
-        rows.append([p.name, p.kind, _fmt(p.reward, p.reward_stderr), _kl_text(p),
+        rows.append([p.name, p.kind, _fmt(p.reward, p.reward_stderr), _fmt(*_gain(p, points)), _kl_text(p),
                      *(f"{p.objectives[k]:.3f}" for k in names), f"{100 * p.finished_fraction:.0f}%", mark])
     widths = [max(len(r[j]) for r in rows) for j in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
@@ -208,11 +217,11 @@ def _html_page(points: Sequence[FrontPoint], fronts: list[dict[str, Any]], image
     """The self-contained index.html."""
     esc = html.escape
     names = objective_names(points)
-    head = ["name", "kind", "reward ± s.e.", "KL ± s.e.", *names, "finished", "tokens",
+    head = ["name", "kind", "reward ± s.e.", "gain ± paired s.e.", "KL ± s.e.", *names, "finished", "tokens",
             *(("front: reward–KL" if f["name"] == REWARD_KL else f"front: {f['x']} × {f['y']}") for f in fronts)]
     rows = []
     for i, p in enumerate(points):
-        cells = [p.name, p.kind, _fmt(p.reward, p.reward_stderr), _kl_text(p),
+        cells = [p.name, p.kind, _fmt(p.reward, p.reward_stderr), _fmt(*_gain(p, points)), _kl_text(p),
                  *(f"{p.objectives[k]:.3f}" for k in names), f"{100 * p.finished_fraction:.0f}%",
                  f"{p.mean_response_tokens:.1f}", *("✓" if f["mask"][i] else "" for f in fronts)]
         rows.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
@@ -236,6 +245,9 @@ figure{{display:inline-block;margin:0.5em}}img{{max-width:520px}}</style></head>
 weighted score (its gating weights unless fixed weights were given); objectives are the mean per-objective rewards
 of the same responses. <b>KL</b>: a Monte-Carlo estimate of KL(π ‖ π_ref), the mean over responses sampled from π of
 Σ<sub>t</sub> log π(y<sub>t</sub>|·) − log π_ref(y<sub>t</sub>|·). ± is the standard error over prompts.
+<b>Gain</b>: the mean over prompts of (this point's mean reward − the reference's) on the same prompts, with the
+standard error of those paired differences (the error bars of the reward–KL plot): rewards vary far more between
+prompts than between policies, so only the paired error says whether a policy beats the reference.
 <b>Best-of-N</b> picks, among N reference samples, the one with the highest weighted score; its KL is the analytic
 upper bound log N − (N−1)/N (“≤ bound”, open markers), not an estimate. The reference sits at KL 0.
 A point is <b>non-dominated</b> (✓, ringed) when no other point is at least as good on both axes and better on one
