@@ -16,9 +16,12 @@ run dpo-lr5e-4 $PA dpo --output-dir "$OUT/dpo-lr5e-4" data=$OUT/pairs_helpful.js
   learning_rate=5.0e-4 beta=0.1 $COMMON
 run jbond-lr5e-4 $PA bond --output-dir "$OUT/jbond-lr5e-4" prompts=$OUT/prompts_train.jsonl max_new_tokens=48 \
   batch_size=4 $COMMON variant=jbond max_steps=30 anchor_ema=0.05 learning_rate=5.0e-4
-echo "== front (lr 5e-4)"
-$PA front --output "$OUT/report-lr5e-4" --prompts "$OUT/prompts_eval.jsonl" --samples-per-prompt 4 \
-  --max-new-tokens 48 --bon 2,4,8,16 --title "SmolLM2-135M-Instruct, lr 5e-4: training vs Best-of-N (default RM)" \
-  --runs "$OUT/dpo-lr5e-4" "$OUT/jbond-lr5e-4" --names dpo-lr5e-4 jbond-lr5e-4 \
-  > "$OUT/logs/front-lr5e-4.log" 2>&1 || { tail -20 "$OUT/logs/front-lr5e-4.log"; exit 1; }
-grep -v "^\s" "$OUT/logs/front-lr5e-4.log" | tail -12
+# One front over both rounds (paired gains need every point on the same draws), in the background: the caller
+# may run benchmarks/bench_train_memory.py meanwhile (front needs ~3 GB).
+echo "== front (both rounds) -> $OUT/report-all (log: $OUT/logs/front-all.log)"
+nohup $PA front --output "$OUT/report-all" --prompts "$OUT/prompts_eval.jsonl" --samples-per-prompt 4 \
+  --max-new-tokens 48 --bon 2,4,8,16 --title "SmolLM2-135M-Instruct: training vs Best-of-N (default RM)" \
+  --runs "$OUT/dpo" "$OUT/dpo-lr5e-4" "$OUT/modpo-a" "$OUT/modpo-b" "$OUT/modpo-c" "$OUT/jbond" \
+         "$OUT/jbond-lr5e-4" "$OUT/warp/eta-0.25" "$OUT/warp/eta-0.5" "$OUT/warp/eta-1" \
+  --names dpo dpo-lr5e-4 modpo-0.6/0.2/0.2 modpo-0.4/0.4/0.2 modpo-0.2/0.4/0.4 jbond jbond-lr5e-4 warp-eta0.25 \
+          warp-eta0.5 warp-eta1 > "$OUT/logs/front-all.log" 2>&1 &
