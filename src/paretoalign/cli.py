@@ -461,9 +461,7 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
     needs_rm = args.method in ("bond", "warp") or (args.method == "modpo" and config.margin_source == "reward_model"
                                                     and bool(config.margin_objectives))
     if reward_model is not None and needs_rm:
-        if not Path(reward_model).is_dir():
-            hint = " (run `paretoalign demo` once to train the default RM there)" if reward_model == DEMO_DIR else ""
-            raise InputError(f"reward model directory not found{hint}", path=reward_model, field="reward_model")
+        check_reward_model_dir(reward_model, "reward_model")
     t0 = time.perf_counter()
     if args.method == "modpo" and config.sweep_weights:
         from paretoalign.train.modpo_trainer import train_modpo_sweep
@@ -525,23 +523,20 @@ def front_run_names(runs: Sequence[str], names: Sequence[str] | None, reserved: 
     return list(names)
 
 
+def check_reward_model_dir(path: str, field: str) -> None:
+    """InputError, with a hint on how to train one, unless `path` holds a saved reward model."""
+    if not (Path(path) / "config.json").is_file():
+        raise InputError("no reward model here: train the default one with `paretoalign demo` (it saves to "
+                         f"{DEMO_DIR}) or your own with `paretoalign train-rm --output-dir DIR`", path=str(path),
+                         field=field)
+
+
 def front_reward_model(path: str):
     """The reward model of `front`, with a hint when it has not been trained yet."""
     from paretoalign.rewards.reward_model import RewardModel
 
-    if not (Path(path) / "config.json").is_file():
-        raise InputError("no reward model here: train the default one with `paretoalign demo` (it saves to "
-                         f"{DEMO_DIR}) or your own with `paretoalign train-rm --output-dir DIR`", path=str(path),
-                         field="--reward-model")
+    check_reward_model_dir(path, "--reward-model")
     return RewardModel.from_pretrained(path)
-
-
-def policy_directory(run: str) -> str:
-    """A saved policy: `run` itself, or `run`/policy for a training run directory (dpo, modpo, bond, warp)."""
-    path = Path(run)
-    if not (path / "config.json").is_file() and (path / "policy" / "config.json").is_file():
-        return str(path / "policy")
-    return str(path)
 
 
 def cmd_front(args: argparse.Namespace) -> int:
@@ -559,6 +554,7 @@ def cmd_front(args: argparse.Namespace) -> int:
     from paretoalign.inference.sampling_params import SamplingParams
     from paretoalign.inference.statistics import check_n
     from paretoalign.report.front_report import format_front_table, write_front_report
+    from paretoalign.train.merge import policy_source
 
     # Everything that can be wrong with the input fails here, before any model is loaded or sampled.
     for run in args.runs:
@@ -587,7 +583,7 @@ def cmd_front(args: argparse.Namespace) -> int:
         raise InputError(f"unknown objective(s) {unknown}; this model has {reward_model.objective_names}",
                          path="command line", field="--objectives")
     reference = Policy.from_pretrained(args.reference, trust_remote_code=args.trust_remote_code)
-    policies = [Policy.from_pretrained(policy_directory(run), trust_remote_code=args.trust_remote_code)
+    policies = [Policy.from_pretrained(policy_source(run), trust_remote_code=args.trust_remote_code)
                 for run in args.runs]
     for policy in policies:
         check_same_tokenizer(policy, reference)
