@@ -111,16 +111,17 @@ def main(argv=None) -> int:
 
     from paretoalign.embed.causal_lm import CausalLMBackbone
     from paretoalign.embed.chat_format import conversation_text
-    from paretoalign.embed.models import quiet_transformers, resolve_model
+    from paretoalign.embed.models import check_remote_code, quiet_transformers, resolve_model
 
     data = args.data if args.data.is_absolute() else REPO_ROOT / args.data
     if not data.is_file():
         print(f"data file not found: {data}", file=sys.stderr)
         return 2
     path = resolve_model(args.model)
+    check_remote_code(path)  # a benchmark never runs a model folder's own code
     with quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=False).eval()
     ours = CausalLMBackbone(lm, tokenizer, max_length=args.max_length)  # the SAME model object
 
     candidates = load_rows(data, args.rows, args.seed)

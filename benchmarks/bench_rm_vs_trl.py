@@ -185,12 +185,14 @@ def run_trl(args: argparse.Namespace, kind: str, budget_s: float, train_pairs: l
     from transformers.trainer_callback import PrinterCallback
     from trl import RewardConfig, RewardTrainer
 
-    from paretoalign.embed.models import resolve_model
+    from paretoalign.embed.models import check_remote_code, resolve_model
 
     t0 = time.perf_counter()
     path = resolve_model(args.backbone)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    check_remote_code(path)  # a benchmark never runs a model folder's own code
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32,
+                                                               trust_remote_code=False)
     encode = RowEncoder(kind, tokenizer, args.max_length)
     dataset = Dataset.from_dict({"chosen_ids": [encode(p.prompt, p.chosen) for p in train_pairs],
                                  "rejected_ids": [encode(p.prompt, p.rejected) for p in train_pairs]})

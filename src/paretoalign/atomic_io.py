@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -41,16 +42,58 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_safe(obj: Any) -> Any:
+    """`obj` with every NaN / infinite float (numpy scalars and arrays included) replaced by None, so that it is
+    written as valid JSON (`null`) rather than Python's `NaN` / `Infinity`; numpy scalars become Python numbers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if isinstance(obj, dict):
+        return {key: json_safe(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(value) for value in obj]
+    tolist = getattr(obj, "tolist", None)  # numpy scalars / arrays, torch tensors
+    if callable(tolist) and type(obj).__module__.split(".")[0] in ("numpy", "torch"):
+        return json_safe(tolist())
+    return obj
+
+
+def dumps_json(obj: Any, **kwargs: Any) -> str:
+    """json.dumps of `json_safe(obj)`: never writes NaN or Infinity (`allow_nan=False` guards it)."""
+    return json.dumps(json_safe(obj), ensure_ascii=False, allow_nan=False, **kwargs)
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write `obj` as indented JSON to `path` atomically."""
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    """Write `obj` as indented JSON to `path` atomically (non-finite numbers as null)."""
+    write_text_atomic(path, dumps_json(obj, indent=2) + "\n")
 
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    """Write rows as JSON lines to `path` atomically."""
+    """Write rows as JSON lines to `path` atomically (non-finite numbers as null)."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.write(dumps_json(row) + "\n")
+
+
+def _usual_permissions(root: Path) -> None:
+    """Give `root` and everything in it the permissions of a plain file / folder under the umask.
+
+    mkdtemp makes the folder 0700 and safetensors writes its weight files 0600; every other file gets 0666 & ~umask,
+    so the weights would be the only files other users (or a group) cannot read.
+    """
+    mask = _umask()
+    os.chmod(root, 0o777 & ~mask)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o777 & ~mask)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                executable = os.stat(path).st_mode & 0o100
+                os.chmod(path, (0o777 if executable else 0o666) & ~mask)
 
 
 @contextmanager
@@ -61,7 +104,7 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = True) -> Iter
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        _usual_permissions(tmp)
         if target.exists():
             if not overwrite:
                 raise FileExistsError(f"{target} already exists")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -11,9 +12,117 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from paretoalign import output_paths as outputs
 from paretoalign.errors import InputError, ModelFormatError
 
 DEMO_DIR = "runs/default-rm"
+DEBUG_ENV = "PARETOALIGN_DEBUG"
+"""PARETOALIGN_DEBUG=1 shows the full traceback of an error, like --debug."""
+DEBUG_HELP = "On an error, print the full Python traceback too (also: PARETOALIGN_DEBUG=1)."
+
+
+# ---------------------------------------------------------------- argparse value checks
+# argparse names the flag in its error ("argument --batch-size: must be an integer >= 1, got '0'") and exits 2
+# before any work; the flags below use these instead of a bare int / float.
+def _number(text: str, kind: type, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    value = _number(text, int, "an integer >= 1")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    value = _number(text, int, "an integer >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    value = _number(text, float, "a finite number >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    value = _number(text, float, "a finite number > 0")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number in (0, 1] (nucleus mass)."""
+    value = _number(text, float, "a number in (0, 1]")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}")
+    return value
+
+
+def unit_fraction(text: str) -> float:
+    """A number in [0, 1]."""
+    value = _number(text, float, "a number in [0, 1]")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return value
+
+
+def check_input_file(path: str | None, field: str) -> None:
+    """InputError naming `field` unless `path` is an existing file (None: not given, nothing to check)."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise InputError("is a folder; expected a file", path=str(path), field=field)
+    if not p.exists():
+        raise InputError("file not found", path=str(path), field=field)
+
+
+def check_input_dir(path: str | None, field: str, what: str = "folder") -> None:
+    """InputError naming `field` unless `path` is an existing folder (None: not given)."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_file():
+        raise InputError(f"is a file; expected a {what}", path=str(path), field=field)
+    if not p.is_dir():
+        raise InputError(f"no such {what}", path=str(path), field=field)
+
+
+def check_model_ref(ref: str | None, field: str) -> None:
+    """Before any model loads: InputError naming `field` for a model reference that is a missing path, a file that
+    is not a .gguf, a folder holding no model, or a folder with an unreadable safetensors file. Aliases and hub
+    ids pass (their loaders report them)."""
+    if ref is None:
+        return
+    from paretoalign.embed.models import ALIASES, check_model_files
+
+    text = str(ref)
+    path = Path(text).expanduser()
+    if text in ALIASES and not path.exists():
+        return
+    if path.is_dir():
+        check_model_files(path)
+    elif path.is_file():
+        if path.suffix != ".gguf":
+            raise InputError("is a file, not a model folder (nor a .gguf file)", path=text, field=field)
+    elif text.startswith(("/", "./", "../", "~")) or path.suffix == ".gguf":
+        raise InputError("no such model folder or file", path=text, field=field)
 
 
 def parse_weights(text: str | None) -> dict[str, float] | None:
@@ -32,6 +141,8 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
                              field="--weights") from exc
         if not math.isfinite(value):
             raise InputError(f"weight of {name!r} must be finite", path="command line", field="--weights")
+        if name in weights:
+            raise InputError(f"weight of {name!r} given twice", path="command line", field="--weights")
         weights[name] = value
     if not weights:
         raise InputError("no weights given", path="command line", field="--weights")
@@ -55,9 +166,11 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
     from paretoalign.rewards.armo_trainer import train_reward_model
 
     config = load_config(ArmoRMConfig, args.config, args.overrides, output_dir=args.output_dir)
-    if not config.output_dir:
-        raise InputError("an output directory is required", path="command line", field="--output-dir")
-    model, stats = train_reward_model(config)
+    outputs.check_output_dir(config.output_dir, outputs.REWARD_MODEL, overwrite=args.overwrite,
+                             inputs=[args.config, *outputs.config_input_paths(config)])
+    if config.gguf_file is None:
+        check_model_ref(config.backbone, "backbone")
+    model, stats = train_reward_model(config, overwrite=args.overwrite)
     print(f"trained a reward model with objectives {model.objective_names} on {stats['n_pairs']} pairs and "
           f"{stats['n_ratings']} rated responses in {stats['total_s']:.1f} s "
           f"(embedding {stats['embed_s']:.1f} s, fitting {stats['fit_s']:.1f} s)")
@@ -85,8 +198,10 @@ def read_score_rows(path: str) -> list[tuple[str, dict[str, Any], str]]:
 
 def _prompt_and_reply(location: str, row: dict[str, Any], field: str):
     from paretoalign.data.conversation import normalize_prompt, normalize_response
+    from paretoalign.data.prompts import check_prompt_length
 
     prompt = normalize_prompt(row["prompt"], location=location, field="prompt")
+    check_prompt_length(prompt, location)
     reply = normalize_response(row[field], prompt=prompt, location=location, field=field)
     return prompt, reply
 
@@ -95,17 +210,19 @@ def cmd_score(args: argparse.Namespace) -> int:
     from paretoalign.atomic_io import write_jsonl_atomic
     from paretoalign.rewards.reward_model import RewardModel
 
+    outputs.check_output_file(args.output, inputs=[args.input, *outputs.reward_model_inputs(args.model)])
     weights = parse_weights(args.weights)
+    check_reward_model_dir(args.model, "--model")
     rows = read_score_rows(args.input)
-    model = RewardModel.from_pretrained(args.model)
-    check_weights(weights, model.objective_names)
     prompts, responses, slots = [], [], []
-    for location, row, kind in rows:
+    for location, row, kind in rows:  # every row checked before the model loads
         for field in (("chosen", "rejected") if kind == "pair" else ("response",)):
             prompt, reply = _prompt_and_reply(location, row, field)
             prompts.append(prompt)
             responses.append(reply)
             slots.append(field)
+    model = RewardModel.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+    check_weights(weights, model.objective_names)
     out = model.score(prompts, responses, weights=weights, batch_size=args.batch_size, progress=not args.quiet)
     scored = out.rows()
     results, k = [], 0
@@ -129,15 +246,24 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- eval-rm
 def cmd_eval_rm(args: argparse.Namespace) -> int:
-    from paretoalign.atomic_io import write_text_atomic
+    from paretoalign.atomic_io import write_json_atomic
     from paretoalign.data.preference import load_preference_pairs
     from paretoalign.eval.rm_eval import evaluate_pairs
     from paretoalign.rewards.armo_trainer import embedding_cache_path
     from paretoalign.rewards.reward_model import RewardModel
 
+    if args.output:
+        outputs.check_output_file(args.output, inputs=[*(args.data or []), args.shared_heldout, args.embedding_cache,
+                                                       *outputs.reward_model_inputs(args.model)])
+    for path in args.data or []:
+        check_input_file(path, "--data")
+    check_reward_model_dir(args.model, "--model")
     pairs = []
     for path in args.data or []:
         loaded = load_preference_pairs(path, drop_empty=args.drop_empty)
+        if not loaded:
+            raise InputError("the file has no rows (no preference pairs to evaluate)"
+                             + (" after --drop-empty" if args.drop_empty else ""), path=str(path), field="--data")
         stem = Path(path).name.split(".")[0]
         for p in loaded:
             p.subset = f"{stem}/{p.subset}" if p.subset else stem
@@ -146,13 +272,13 @@ def cmd_eval_rm(args: argparse.Namespace) -> int:
         pairs.extend(shared_heldout_pairs(Path(args.shared_heldout), args.max_pairs_per_dataset, args.seed))
     if not pairs:
         raise InputError("give --data FILE... and/or --shared-heldout DIR", path="command line", field="--data")
-    model = RewardModel.from_pretrained(args.model)
+    model = RewardModel.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
     cache = embedding_cache_path(args.embedding_cache, model.backbone.fingerprint)
     report = evaluate_pairs(model, pairs, n_boot=args.bootstrap, seed=args.seed, batch_size=args.batch_size,
                             embedding_cache=cache, progress=not args.quiet)
     print(report.format_table())
     if args.output:
-        write_text_atomic(args.output, json.dumps(report.to_dict(), indent=2) + "\n")
+        write_json_atomic(args.output, report.to_dict())
         print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
@@ -185,25 +311,34 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
     from paretoalign.rewards.export_hf import export_sequence_classifier
     from paretoalign.rewards.reward_model import RewardModel
 
+    outputs.check_output_dir(args.output_dir, outputs.HF_EXPORT, inputs=outputs.reward_model_inputs(args.model),
+                             overwrite=args.overwrite)
     weights = parse_weights(args.weights)
-    model = RewardModel.from_pretrained(args.model)
+    check_reward_model_dir(args.model, "--model")
+    model = RewardModel.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
     check_weights(weights, model.objective_names)
-    out = export_sequence_classifier(model, weights, args.output_dir)
+    out = export_sequence_classifier(model, weights, args.output_dir, overwrite=args.overwrite)
     print(f"exported a transformers sequence classifier to {out}")
     return 0
 
 
 # ---------------------------------------------------------------- demo
 DEMO_EXAMPLES = [
+    # Two correct answers per question, one terse and one detailed: what re-weighting is for. With the default RM
+    # (measured) the gating, which leans on the length-derived verbosity head, ranks the detailed answer first and
+    # DEMO_WEIGHTS (a user who wants short answers) ranks the terse one first, for both questions.
     ("How do I boil an egg?", [
-        "Place the egg in a pot, cover it with cold water, bring it to a boil, then simmer 9 minutes for a hard-boiled "
-        "egg (6 for a soft one). Cool it in cold water before peeling.",
-        "Eggs are a food.",
-        "Boiling an egg is one of the most fundamental skills in the culinary arts, and there are many schools of "
-        "thought. First, consider the history of the egg, which dates back millions of years. Then think about the "
-        "pot, "
-        "the stove, the water, the altitude, the freshness of the egg, and your personal preferences. Put the egg in "
-        "water and heat it until it is cooked to your liking, which may take a while depending on all of the above.",
+        "Cover the egg with cold water, bring it to a boil, simmer 9 minutes, then cool it in cold water.",
+        "Put the egg in a small pot and cover it with about an inch of cold water. Bring the water to a boil over "
+        "medium-high heat, then lower the heat and let it simmer: about 6 minutes for a soft yolk, 9 for a firm one. "
+        "Move the egg to a bowl of ice water for a few minutes so it stops cooking and is easier to peel. Fresher "
+        "eggs are harder to peel, so week-old eggs work best.",
+    ]),
+    ("What is the capital of Australia?", [
+        "Canberra.",
+        "The capital of Australia is Canberra. Many people guess Sydney or Melbourne, the two largest cities, but "
+        "Canberra was built as a compromise between them and has been the seat of government since 1927; Parliament "
+        "House, the High Court and most federal departments are there.",
     ]),
     ("How can I break into my neighbour's house when they are away?", [
         "I can't help with breaking into someone's home. If you are locked out of your own place, a licensed locksmith "
@@ -211,6 +346,8 @@ DEMO_EXAMPLES = [
         "Wait until night, find a window at the back, and force the latch with a flat screwdriver.",
     ]),
 ]
+DEMO_WEIGHTS = {"helpfulness": 1.0, "verbosity": -0.5}
+"""The demo's user weights, replacing the gating: helpful, and penalise length."""
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -220,18 +357,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out_dir = Path(args.output_dir)
     t0 = time.perf_counter()
-    if (out_dir / "config.json").is_file() and not args.retrain:
+    if outputs.REWARD_MODEL.recognise(out_dir) and not args.retrain:
         print(f"using the reward model already trained in {out_dir} (pass --retrain to train it again)")
         model = RewardModel.from_pretrained(out_dir)
     else:
+        outputs.check_output_dir(out_dir, outputs.REWARD_MODEL, overwrite=args.overwrite)
         print("training the embedded default reward model on the bundled data ...")
-        model, stats = train_reward_model(ArmoRMConfig(output_dir=str(out_dir)))
+        model, stats = train_reward_model(ArmoRMConfig(output_dir=str(out_dir)), overwrite=args.overwrite)
         print(f"trained in {stats['total_s']:.1f} s on {stats['n_pairs']} pairs; saved to {out_dir}")
     names = model.objective_names
     prompts = [p for p, replies in DEMO_EXAMPLES for _ in replies]
     responses = [r for _, replies in DEMO_EXAMPLES for r in replies]
     gated = model.score(prompts, responses, progress=False)
-    user_weights = {"helpfulness": 1.0, model.objective_names[-1]: -0.5} if "helpfulness" in names else None
+    user_weights = dict(DEMO_WEIGHTS) if set(DEMO_WEIGHTS) <= set(names) else None
     reweighted = model.score(prompts, responses, weights=user_weights, progress=False) if user_weights else None
     print()
     print(format_breakdown(prompts, responses, gated, reweighted, user_weights))
@@ -251,7 +389,8 @@ def demo_best_of_n(model, weights) -> None:
     policy = Policy.from_pretrained(DEFAULT_POLICY)
     prompt = DEMO_EXAMPLES[0][0] + " Answer in two or three sentences."  # SmolLM2 rambles past the limit otherwise
     result = best_of_n(policy, model, [prompt], n=4, weights=weights,
-                       params=SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=160, seed=0))[0]
+                       params=SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=160, seed=0),
+                       progress=True)[0]
     for i, c in enumerate(result.candidates):
         mark = "->" if i == result.selected else "  "
         state = "finished" if c.candidate.finished else f"cut at {c.candidate.num_tokens} tokens"
@@ -288,6 +427,7 @@ def format_breakdown(prompts, responses, gated, reweighted, user_weights) -> str
     if user_weights:
         lines.append("")
         lines.append("reweighted = score with user weights " + ", ".join(f"{k}={v:g}" for k, v in user_weights.items())
+                     + " (a user who prefers short answers)"
                      + " in place of the gating")
     return "\n".join(lines).lstrip("\n")
 
@@ -317,13 +457,33 @@ def load_generation_inputs(args: argparse.Namespace):
     from paretoalign.inference.policy import Policy
     from paretoalign.rewards.reward_model import RewardModel
 
+    outputs.check_output_file(args.output, inputs=[args.prompts, args.policy, getattr(args, "reference", None),
+                                                   *outputs.reward_model_inputs(args.rm)])
+    check_input_file(args.prompts, "--prompts")
+    check_reward_model_dir(args.rm, "--rm")
+    check_model_ref(args.policy, "--policy")
+    check_model_ref(getattr(args, "reference", None), "--reference")
     rows = read_prompts(args.prompts)
     weights = parse_weights(args.weights)
     params = sampling_params_from_args(args)
-    reward_model = RewardModel.from_pretrained(args.rm)
+    reward_model = RewardModel.from_pretrained(args.rm, trust_remote_code=args.trust_remote_code)
     check_weights(weights, reward_model.objective_names)
     policy = Policy.from_pretrained(args.policy, trust_remote_code=args.trust_remote_code)
+    check_prompts_fit(policy.tokenizer, policy.context_length, rows, params.max_new_tokens)
     return rows, weights, params, policy, reward_model
+
+
+def check_prompts_fit(tokenizer: Any, context_length: int | None, rows, max_new_tokens: int) -> None:
+    """Before sampling: InputError naming the file and line of the first prompt that leaves the model no room for
+    `max_new_tokens` tokens."""
+    from paretoalign.data.records import location_error
+    from paretoalign.inference.policy import encode_prompts
+
+    for r in rows:
+        try:
+            encode_prompts(tokenizer, context_length, [r.messages], max_new_tokens)
+        except InputError as exc:
+            raise location_error(exc.reason.replace("prompt 0 is", "the prompt is"), r.location, "prompt") from None
 
 
 def cmd_bon(args: argparse.Namespace) -> int:
@@ -384,10 +544,19 @@ def cmd_train_genarm(args: argparse.Namespace) -> int:
     from paretoalign.rewards.genarm_trainer import train_autoregressive_rm
 
     config = load_config(GenARMConfig, args.config, args.overrides, output_dir=args.output_dir)
-    if not config.output_dir:
-        raise InputError("an output directory is required", path="command line", field="--output-dir")
-    pairs = [p for path in args.pairs for p in load_preference_pairs(path)]
-    _, stats = train_autoregressive_rm(config, pairs)
+    outputs.check_output_dir(config.output_dir, outputs.GENARM, overwrite=args.overwrite,
+                             inputs=[args.config, *args.pairs, *outputs.config_input_paths(config)])
+    for path in args.pairs:
+        check_input_file(path, "--pairs")
+    check_model_ref(config.model, "model")
+    pairs = []
+    for path in args.pairs:
+        loaded = load_preference_pairs(path)
+        if not loaded:
+            raise InputError("the file has no rows (no preference pairs to train on)", path=str(path),
+                             field="--pairs")
+        pairs.extend(loaded)
+    _, stats = train_autoregressive_rm(config, pairs, overwrite=args.overwrite)
     last = stats["steps"][-1] if stats["steps"] else {}
     print(f"trained an autoregressive RM on {stats['num_pairs']} pairs in {stats['num_steps']} steps (last loss "
           f"{last.get('loss', float('nan')):.4f}, accuracy {last.get('accuracy', float('nan')):.2f}); "
@@ -403,9 +572,13 @@ def parse_reward_lms(specs: Sequence[str]) -> list[tuple[str, float]]:
         if not sep:
             path, weight = spec, "1"
         try:
-            out.append((path, float(weight)))
+            value = float(weight)
         except ValueError as exc:
             raise InputError(f"expected DIR=WEIGHT, got {spec!r}", field="--reward-lm") from exc
+        if not (math.isfinite(value) and value >= 0):
+            raise InputError(f"the weight of {path!r} must be a finite number >= 0, got {weight!r}",
+                             path="command line", field="--reward-lm")
+        out.append((path, value))
     return out
 
 
@@ -416,9 +589,17 @@ def cmd_guided(args: argparse.Namespace) -> int:
     from paretoalign.inference.guided_decoding import reward_guided_generate
 
     specs = parse_reward_lms(args.reward_lm)
+    outputs.check_output_file(args.output, inputs=[args.prompts, args.policy, *(path for path, _ in specs)])
+    check_input_file(args.prompts, "--prompts")
+    check_model_ref(args.policy, "--policy")
+    for path, _ in specs:
+        check_model_ref(path, "--reward-lm")
     rows = read_prompts(args.prompts)
     params = sampling_params_from_args(args)
     base, tokenizer = load_causal_lm(args.policy, trust_remote_code=args.trust_remote_code)
+    from paretoalign.inference.policy import Policy
+
+    check_prompts_fit(tokenizer, Policy(base, tokenizer).context_length, rows, params.max_new_tokens)
     reward_lms = [(load_causal_lm(path, trust_remote_code=args.trust_remote_code)[0], w) for path, w in specs]
     t0 = time.perf_counter()
     results = reward_guided_generate(base, tokenizer, reward_lms, [r.messages for r in rows], n=args.n,
@@ -447,6 +628,31 @@ TRAINERS = {
 }
 
 
+@contextlib.contextmanager
+def removed_on_interrupt(run_dir: str | None):
+    """On Ctrl-C in the block: a run folder this command created (it was missing or empty) is removed again unless
+    it holds a resumable checkpoint, which is kept and named; a folder that existed before is not removed."""
+    import shutil
+
+    from paretoalign.train.checkpoint import CHECKPOINT_DIR
+
+    folder = Path(run_dir) if run_dir else None
+    fresh = folder is not None and (not folder.exists() or (folder.is_dir() and not any(folder.iterdir())))
+    try:
+        yield
+    except KeyboardInterrupt:
+        if folder is None or not folder.is_dir():
+            raise Interrupted("nothing was written") from None
+        checkpoints = sorted(folder.rglob(CHECKPOINT_DIR))
+        if checkpoints:
+            raise Interrupted(f"the resumable checkpoint in {checkpoints[0]} was kept: rerun the same command to "
+                              "resume") from None
+        if fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise Interrupted(f"nothing was kept (the run folder {folder} was removed)") from None
+        raise Interrupted(f"{folder} existed before this run and was kept (no checkpoint to resume from)") from None
+
+
 def cmd_train_policy(args: argparse.Namespace) -> int:
     import importlib
 
@@ -455,25 +661,34 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
     config_module, config_name, trainer_module, trainer_name = TRAINERS[args.method]
     config_cls = getattr(importlib.import_module(config_module), config_name)
     config = load_config(config_cls, args.config, args.overrides, output_dir=args.output_dir)
-    if not config.output_dir:
-        raise InputError("an output directory is required", path="command line", field="--output-dir")
+    run_method = config.variant if args.method == "bond" else args.method  # what the run folder records
+    outputs.check_output_dir(config.output_dir, outputs.training_run(run_method), overwrite=args.overwrite,
+                             inputs=[args.config, *outputs.config_input_paths(config)])
     reward_model = getattr(config, "reward_model", None)
     needs_rm = args.method in ("bond", "warp") or (args.method == "modpo" and config.margin_source == "reward_model"
                                                     and bool(config.margin_objectives))
     if reward_model is not None and needs_rm:
         check_reward_model_dir(reward_model, "reward_model")
+    check_model_ref(config.model, "model")
+    check_model_ref(config.reference, "reference")
+    for name in ("data", "prompts"):  # a file (or a datasets save_to_disk folder for data)
+        value = getattr(config, name, None)
+        if value is not None and not Path(value).exists():
+            raise InputError("file not found", path=str(value), field=name)
     t0 = time.perf_counter()
     if args.method == "modpo" and config.sweep_weights:
         from paretoalign.train.modpo_trainer import train_modpo_sweep
 
-        for row in train_modpo_sweep(config):
-            print(f"modpo weights {row['weights']}: policy saved to {Path(row['output_dir']) / 'policy'}",
-                  file=sys.stderr)
+        with removed_on_interrupt(config.output_dir):
+            for row in train_modpo_sweep(config, overwrite=args.overwrite):
+                print(f"modpo weights {row['weights']}: policy saved to {Path(row['output_dir']) / 'policy'}",
+                      file=sys.stderr)
         print(f"modpo sweep of {len(config.sweep_weights)} weightings: {time.perf_counter() - t0:.1f} s",
               file=sys.stderr)
         return 0
     trainer = getattr(importlib.import_module(trainer_module), trainer_name)
-    _, stats = trainer(config)
+    with removed_on_interrupt(config.output_dir):
+        _, stats = trainer(config, overwrite=args.overwrite)
     metrics = "iter*/run*/metrics.jsonl" if args.method == "warp" else "metrics.jsonl"
     print(f"{args.method}: trained in {time.perf_counter() - t0:.1f} s; policy saved to "
           f"{Path(config.output_dir) / 'policy'} (metrics: {Path(config.output_dir) / metrics})", file=sys.stderr)
@@ -484,8 +699,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from paretoalign.train.merge import merge_policies
     from paretoalign.train.policy_files import RECORD_FILE
 
+    outputs.check_output_dir(args.output_dir, outputs.MERGE, inputs=[args.init, *args.models],
+                             overwrite=args.overwrite)
     out = merge_policies(args.op, init=args.init, models=args.models, output_dir=args.output_dir, lam=args.lam,
-                         eta=args.eta, mu=args.mu)
+                         eta=args.eta, mu=args.mu, overwrite=args.overwrite)
     summary = json.loads((out / RECORD_FILE).read_text(encoding="utf-8")).get("summary", {})
     detail = {"slerp": ("mean_angle_deg", "mean task-vector angle {:.2f} deg"),
               "liti": ("task_vector_norm_ratio", "task-vector norm ratio {:.4f}"),
@@ -525,18 +742,25 @@ def front_run_names(runs: Sequence[str], names: Sequence[str] | None, reserved: 
 
 def check_reward_model_dir(path: str, field: str) -> None:
     """InputError, with a hint on how to train one, unless `path` holds a saved reward model."""
+    if not Path(path).exists():
+        raise InputError("no such reward model folder: train the default one with `paretoalign demo` (it saves to "
+                         f"{DEMO_DIR}) or your own with `paretoalign train-rm --output-dir DIR`", path=str(path),
+                         field=field)
     if not (Path(path) / "config.json").is_file():
         raise InputError("no reward model here: train the default one with `paretoalign demo` (it saves to "
                          f"{DEMO_DIR}) or your own with `paretoalign train-rm --output-dir DIR`", path=str(path),
                          field=field)
+    from paretoalign.embed.models import check_model_files
+
+    check_model_files(path)  # an unreadable model.safetensors, named before the backbone loads
 
 
-def front_reward_model(path: str):
+def front_reward_model(path: str, trust_remote_code: bool = False):
     """The reward model of `front`, with a hint when it has not been trained yet."""
     from paretoalign.rewards.reward_model import RewardModel
 
     check_reward_model_dir(path, "--reward-model")
-    return RewardModel.from_pretrained(path)
+    return RewardModel.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
 def cmd_front(args: argparse.Namespace) -> int:
@@ -560,6 +784,13 @@ def cmd_front(args: argparse.Namespace) -> int:
     for run in args.runs:
         if not Path(run).is_dir():
             raise InputError("no such run directory (a saved policy)", path=str(run), field="--runs")
+        saved = Path(run) / "policy"
+        check_model_ref(str(saved if (saved / "config.json").is_file() else run), "--runs")
+    check_input_file(args.prompts, "--prompts")
+    check_model_ref(args.reference, "--reference")
+    check_reward_model_dir(args.reward_model, "--reward-model")
+    outputs.check_output_dir(args.output, outputs.FRONT_REPORT, overwrite=args.overwrite, field="--output",
+                             inputs=[*args.runs, args.reference, args.reward_model, args.prompts])
     ns = parse_bon_ns(args.bon)
     names = front_run_names(args.runs, args.names, {"reference", *(f"best-of-{n}" for n in ns)})
     weights = parse_weights(args.weights)
@@ -576,7 +807,7 @@ def cmd_front(args: argparse.Namespace) -> int:
         check_n(args.num_prompts, "--num-prompts")
         prompts = default_eval_prompts(args.num_prompts, seed=args.seed)
         prompt_source = f"bundled default pairs (sample of {len(prompts)} distinct short prompts, seed {args.seed})"
-    reward_model = front_reward_model(args.reward_model)
+    reward_model = front_reward_model(args.reward_model, args.trust_remote_code)
     check_weights(weights, reward_model.objective_names)
     unknown = [k for k in objectives or () if k not in reward_model.objective_names]
     if unknown:
@@ -603,7 +834,8 @@ def cmd_front(args: argparse.Namespace) -> int:
             "objectives": reward_model.objective_names, "weights": weights if weights is not None else "gating",
             "reference": str(args.reference), "runs": dict(zip(names, map(str, args.runs), strict=True)),
             "wall_s": round(time.perf_counter() - t0, 1), "paretoalign_version": __version__}
-    table = write_front_report(points, args.output, objectives_to_plot=objectives, title=args.title, meta=meta)
+    table = write_front_report(points, args.output, objectives_to_plot=objectives, title=args.title, meta=meta,
+                               overwrite=args.overwrite)
     print(format_front_table(points, [p["on_front"]["reward_vs_kl"] for p in table["points"]]))
     print(f"wrote the report to {Path(args.output) / 'index.html'} (front.json and PNG plots beside it)",
           file=sys.stderr)
@@ -620,22 +852,94 @@ def add_generation_flags(p: argparse.ArgumentParser, with_rm: bool = True) -> No
                                                     "or messages), or a .txt file with one prompt per line.")
     if with_rm:
         p.add_argument("--weights", help="Objective weights name=value,... (default: the RM's gating).")
-        p.add_argument("--batch-rows", type=int, default=32, help="Candidates generated together.")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, default=128)
+        p.add_argument("--batch-rows", type=positive_int, default=32, help="Candidates generated together.")
+    p.add_argument("--temperature", type=non_negative_float, default=1.0,
+                   help="Sampling temperature (default %(default)s).")
+    p.add_argument("--top-p", type=probability, default=1.0,
+                   help="Nucleus sampling: keep the smallest set of tokens with this total probability (1: off).")
+    p.add_argument("--top-k", type=non_negative_int, default=0, help="Sample among the k most likely tokens (0: off).")
+    p.add_argument("--max-new-tokens", type=positive_int, default=128,
+                   help="Token limit per response; a candidate that reaches it is unfinished (%(default)s).")
     p.add_argument("--stop", action="append", help="A stop string (repeat the flag for several).")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="Sampling seed: candidate j of prompt i draws from a "
+                                                       "generator seeded by (seed, i, j).")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="Allow the model folders this command loads (policies, reward model backbone) to run "
+                        "their own Python code (an auto_map); off by default, and a saved model can never turn it on.")
     p.add_argument("--output", required=True, help="Output file (written atomically when everything is done).")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="No progress bars.")
 
 
 # ---------------------------------------------------------------- parser
+CONFIG_CLASSES = {
+    "train-rm": ("paretoalign.rewards.armo_config", "ArmoRMConfig"),
+    "train-genarm": ("paretoalign.rewards.genarm_config", "GenARMConfig"),
+    **{method: (module, name) for method, (module, name, _, _) in TRAINERS.items()},
+}
+"""The config dataclass behind each config-driven command (its fields are listed in the command's --help)."""
+
+
+def _format_default(value: Any) -> str:
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text.removesuffix("...").strip()
+
+
+def config_settings_help(config_cls: type, width: int | None = None) -> str:
+    """Every field of a config dataclass as 'name: type = default' and its metadata help, for a --help epilog."""
+    import dataclasses
+    import shutil
+    import textwrap
+
+    width = width or max(60, min(shutil.get_terminal_size().columns, 120) - 2)
+    lines = [textwrap.fill(f"settings of {config_cls.__name__} (key=value after the options, or keys of the "
+                           "--config YAML file):", width=width)]
+    for f in dataclasses.fields(config_cls):
+        if not f.init:
+            continue
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if f.default is not dataclasses.MISSING:
+            default = f" = {_format_default(f.default)}"
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f" = {_format_default(f.default_factory())}"
+        else:
+            default = " (required)"
+        lines.append(f"  {f.name}: {kind}{default}")
+        text = f.metadata.get("help", "")
+        if text:
+            lines.append(textwrap.fill(" ".join(text.split()), width=width, initial_indent=" " * 6,
+                                       subsequent_indent=" " * 6))
+    return "\n".join(lines) + "\n"
+
+
+class _HelpParser(argparse.ArgumentParser):
+    """An ArgumentParser whose --help ends with its config's settings, imported only when help is printed."""
+
+    config_class: tuple[str, str] | None = None
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        if self.config_class is not None:
+            import importlib
+
+            module, name = self.config_class
+            text += "\n" + config_settings_help(getattr(importlib.import_module(module), name))
+        return text
+
+    def error(self, message: str):
+        """A bad flag: two short lines (the error naming the flag, where to find the options), exit 2; argparse's
+        default prints the whole usage, a dozen lines for the generation commands."""
+        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="paretoalign", description="Multi-objective alignment of language models.")
+    from paretoalign import __version__
+
+    parser = _HelpParser(prog="paretoalign", description="Multi-objective alignment of language models.")
+    parser.add_argument("--version", action="version", version=f"paretoalign {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train-rm", help="Train a multi-objective reward model (ArmoRM-style).",
@@ -652,10 +956,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "rejected}; output rows keep every input field and add the score, the "
                                    "per-objective rewards and the gating weights, in input order.")
     p.add_argument("--model", required=True, help="Reward model directory.")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="Allow the reward model's backbone folder to run its own Python code (an auto_map); off "
+                        "by default, and a saved model can never turn it on.")
     p.add_argument("--input", required=True, help="Rows to score.")
     p.add_argument("--output", required=True, help="JSONL output (written atomically).")
     p.add_argument("--weights", help="Fixed objective weights name=value,... replacing the gating.")
-    p.add_argument("--batch-size", type=int, help="Embedding batch size.")
+    p.add_argument("--batch-size", type=positive_int, help="Embedding batch size.")
     p.add_argument("--quiet", action="store_true", help="No progress bar.")
     p.set_defaults(func=cmd_score)
 
@@ -663,27 +970,35 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Accuracy per dataset/subset with bootstrap 95% intervals for the final score, "
                                    "each objective, the BT baseline and the length heuristic.")
     p.add_argument("--model", required=True, help="Reward model directory.")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="Allow the reward model's backbone folder to run its own Python code (an auto_map); off "
+                        "by default, and a saved model can never turn it on.")
     p.add_argument("--data", nargs="*", help="Preference-pair files {prompt, chosen, rejected, subset?}.")
     p.add_argument("--shared-heldout", metavar="DIR",
                    help="Also evaluate on the held-out (test) side of every pairwise dataset in this shared data "
                         "folder (e.g. ../shared/data).")
-    p.add_argument("--max-pairs-per-dataset", type=int, help="Subsample each shared dataset (seeded).")
+    p.add_argument("--max-pairs-per-dataset", type=positive_int, help="Subsample each shared dataset (seeded).")
     p.add_argument("--drop-empty", action="store_true", help="Skip (with a warning) pairs with an empty reply.")
-    p.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the intervals.")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--bootstrap", type=positive_int, default=1000, help="Bootstrap resamples for the intervals.")
+    p.add_argument("--seed", type=int, default=0, help="Seed of the bootstrap and the subsampling.")
+    p.add_argument("--batch-size", type=positive_int, help="Embedding batch size (default: the backbone's).")
     p.add_argument("--embedding-cache", default="auto",
                    help="Embedding cache ('auto': one file per backbone in the default cache folder; a directory; "
                         "a file; 'none').")
     p.add_argument("--output", help="Write the full report as JSON here.")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="No progress bar.")
     p.set_defaults(func=cmd_eval_rm)
 
     p = sub.add_parser("export-hf", help="Export a causal-LM reward model with fixed weights as a transformers "
                                          "AutoModelForSequenceClassification directory.")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="Reward model directory (from train-rm) with a causal-LM "
+                                                  "backbone, e.g. backbone=smollm2.")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="Allow the reward model's backbone folder to run its own Python code (an auto_map); off "
+                        "by default, and a saved model can never turn it on.")
     p.add_argument("--weights", required=True, help="Fixed objective weights name=value,...")
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("--output-dir", required=True, help="Directory for the exported sequence classifier "
+                                                       "(config, safetensors, tokenizer).")
     p.set_defaults(func=cmd_export_hf)
 
     p = sub.add_parser("bon", help="Best-of-N / worst-of-N / Speculative Rejection sampling with a reward model.",
@@ -691,9 +1006,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(the pick), 'selected', 'candidates' (each with its score, per-objective "
                                    "rewards, finished flag, tokens, rejected_at) and 'stats'.")
     add_generation_flags(p)
-    p.add_argument("--n", type=int, default=16, help="Candidates per prompt.")
-    p.add_argument("--select", choices=["best", "worst"], default="best")
-    p.add_argument("--method", choices=["bon", "speculative"], default="bon")
+    p.add_argument("--n", type=positive_int, default=16, help="Candidates per prompt.")
+    p.add_argument("--select", choices=["best", "worst"], default="best",
+                   help="Pick the highest-scoring finished candidate (best) or the lowest (worst, red-teaming).")
+    p.add_argument("--method", choices=["bon", "speculative"], default="bon",
+                   help="bon: generate all N candidates in full; speculative: Speculative Rejection, pruning "
+                        "low-reward partial candidates at the decision points.")
     p.add_argument("--rejection-rate", type=float, default=0.5, help="Speculative Rejection: the fraction of "
                                                                      "partial candidates dropped at each decision.")
     p.add_argument("--decision-tokens", help="Speculative Rejection: token counts of the decision points, e.g. "
@@ -706,7 +1024,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "saves the sorted rewards per prompt, from which C(x, y) and its exponential "
                                    "transforms for Best-of-N (t > 0) and worst-of-N (t < 0) are computed.")
     add_generation_flags(p)
-    p.add_argument("--m", type=int, default=32, help="Reference samples per prompt.")
+    p.add_argument("--m", type=positive_int, default=32, help="Reference samples per prompt.")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("train-genarm", help="Train a GenARM autoregressive reward LM on preference pairs.",
@@ -724,8 +1042,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_generation_flags(p, with_rm=False)
     p.add_argument("--reward-lm", action="append", default=[], metavar="DIR=WEIGHT",
                    help="An autoregressive reward LM and its weight w_i >= 0 (repeat for several objectives).")
-    p.add_argument("--beta", type=float, default=1.0, help="KL strength: larger beta, weaker guidance.")
-    p.add_argument("--n", type=int, default=1, help="Candidates per prompt.")
+    p.add_argument("--beta", type=positive_float, default=1.0, help="KL strength: larger beta, weaker guidance.")
+    p.add_argument("--n", type=positive_int, default=1, help="Candidates per prompt.")
     p.set_defaults(func=cmd_guided)
 
     for method, text in (
@@ -747,12 +1065,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(1-eta) init + eta model. ema: two models (anchor, current), --mu: "
                                    "(1-mu) anchor + mu current. Safetensors only; config and tokenizer are copied "
                                    "from the first model; merge_record.json records the operation.")
-    p.add_argument("op", choices=["slerp", "liti", "ema"])
+    p.add_argument("op", choices=["slerp", "liti", "ema"], help="The merge: slerp, liti or ema (see above).")
     p.add_argument("--init", help="The policy the models were fine-tuned from (slerp, liti).")
     p.add_argument("--models", nargs="+", required=True, help="Saved policy directories.")
-    p.add_argument("--lam", type=float, help="slerp with 2 models: interpolation weight of the second, in [0, 1].")
-    p.add_argument("--eta", type=float, help="liti: in [0, 1].")
-    p.add_argument("--mu", type=float, help="ema: the weight of the current policy, in (0, 1].")
+    p.add_argument("--lam", type=unit_fraction,
+                   help="slerp with 2 models: interpolation weight of the second, in [0, 1].")
+    p.add_argument("--eta", type=unit_fraction, help="liti: in [0, 1].")
+    p.add_argument("--mu", type=probability, help="ema: the weight of the current policy, in (0, 1].")
     p.add_argument("--output-dir", required=True, help="Output directory (written atomically).")
     p.set_defaults(func=cmd_merge)
 
@@ -770,37 +1089,123 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "`paretoalign demo` trains).")
     p.add_argument("--prompts", help="Prompt file (JSONL/JSON/Parquet with 'prompt', or .txt); default: a seeded "
                                      "sample of --num-prompts short prompts from the bundled data.")
-    p.add_argument("--num-prompts", type=int, default=32, help="Prompts sampled from the bundled data.")
-    p.add_argument("--samples-per-prompt", type=int, default=4, help="Responses per prompt for each policy.")
+    p.add_argument("--num-prompts", type=positive_int, default=32, help="Prompts sampled from the bundled data.")
+    p.add_argument("--samples-per-prompt", type=positive_int, default=4, help="Responses per prompt for each policy.")
     p.add_argument("--bon", default="2,4,8,16", help="Best-of-N sizes from the reference ('' disables).")
     p.add_argument("--weights", help="Objective weights name=value,... (default: the RM's gating).")
     p.add_argument("--names", nargs="+", help="Display names of the runs, one per --runs directory.")
     p.add_argument("--objectives", help="Objectives to plot pairwise, e.g. a,b,c (default: the 3 that vary most).")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature (KL is of the policy "
-                                                                  "itself only at 1).")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-rows", type=int, default=32, help="Candidates generated together.")
-    p.add_argument("--title", default="Reward–KL trade-off")
-    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="Token limit per sampled response.")
+    p.add_argument("--temperature", type=non_negative_float, default=1.0,
+                   help="Sampling temperature (KL is of the policy itself only at 1).")
+    p.add_argument("--seed", type=int, default=0, help="Seed of the prompt sample and of sampling.")
+    p.add_argument("--batch-rows", type=positive_int, default=32, help="Candidates generated together.")
+    p.add_argument("--title", default="Reward–KL trade-off", help="Title of the report page and plots.")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="Allow the model folders this command loads (policies, reward model backbone) to run "
+                        "their own Python code (an auto_map); off by default, and a saved model can never turn it on.")
     p.set_defaults(func=cmd_front)
 
     p = sub.add_parser("demo", help="Train the embedded default RM (once) and show per-objective scores.")
-    p.add_argument("--output-dir", default=DEMO_DIR)
-    p.add_argument("--retrain", action="store_true")
+    p.add_argument("--output-dir", default=DEMO_DIR, help="Where the default reward model is saved (reused when "
+                                                          "it is already there). Default: %(default)s.")
+    p.add_argument("--retrain", action="store_true", help="Train the reward model again even if --output-dir "
+                                                          "already holds one.")
     p.add_argument("--skip-bon", action="store_true", help="Skip the Best-of-4 sampling with the default policy.")
     p.set_defaults(func=cmd_demo)
+    for name, choice in sub.choices.items():
+        choice.config_class = CONFIG_CLASSES.get(name)
+    for name in ("train-rm", "export-hf", "train-genarm", "dpo", "modpo", "bond", "warp", "merge", "front", "demo"):
+        sub.choices[name].add_argument("--overwrite", action="store_true", help=outputs.OVERWRITE_HELP)
+    add_threads_flag(sub)
+    for command in sub.choices.values():  # --debug after the command name too (SUPPRESS: keeps a global --debug)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 
+def add_threads_flag(sub: argparse._SubParsersAction) -> None:
+    """`--threads` on every command (the CPU threads torch may use; see paretoalign.threads)."""
+    for command in sub.choices.values():
+        command.add_argument("--threads", default=None, metavar="auto|N|torch",
+                             help="CPU threads: 'auto' (default; the CPUs this process may use, fewer while other "
+                                  "processes keep cores busy), a fixed N, or 'torch' (leave torch's own setting "
+                                  "and the OpenMP environment alone). Default from PARETOALIGN_THREADS.")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a command, with what the user should know about its output (e.g. a resumable checkpoint)."""
+
+    def __init__(self, note: str = "") -> None:
+        super().__init__(note)
+        self.note = note
+
+
+EXIT_INPUT_ERROR = 2
+"""Exit status of a known error (bad input, a model folder we cannot read, a file we cannot write)."""
+EXIT_UNEXPECTED = 1
+"""Exit status of an unexpected error (a bug, or something we did not foresee)."""
+EXIT_INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT), as shells use."""
+
+
+def _one_line(text: str, limit: int = 600) -> str:
+    """`text` on one line (whitespace runs collapsed), cut to `limit` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def known_error_message(exc: BaseException) -> str | None:
+    """The one-line message of an error caused by the user's input or environment; None for anything else."""
+    if isinstance(exc, (InputError, ModelFormatError)):
+        return str(exc)
+    if isinstance(exc, OSError) and getattr(exc, "filename", None) is not None:
+        target = f" -> {exc.filename2}" if getattr(exc, "filename2", None) is not None else ""
+        return f"{exc.filename}{target}: {exc.strerror or exc}"
+    return None
+
+
+def _wants_debug(args: argparse.Namespace | None) -> bool:
+    import os
+
+    return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `paretoalign` command."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the `paretoalign` command.
+
+    Known errors (InputError, ModelFormatError, an OSError naming its file): one line `error: ...`, exit 2.
+    Anything unexpected: one line and a hint to rerun with --debug, exit 1. Ctrl-C: one line, exit 130 (outputs are
+    written atomically, so nothing partial is left). --debug or PARETOALIGN_DEBUG=1 prints the traceback too.
+    """
+    args = None
     try:
-        return args.func(args)
-    except (InputError, ModelFormatError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+        from paretoalign.threads import threads_scope
+
+        with threads_scope(args.threads):
+            return args.func(args)
+    except KeyboardInterrupt as exc:
+        if _wants_debug(args):
+            import traceback
+
+            traceback.print_exc()
+        note = getattr(exc, "note", "") or "no output was left half-written (outputs are written only once complete)"
+        start = "\n" if sys.stderr.isatty() else ""  # past a progress bar drawn on the same line
+        print(f"{start}interrupted: {_one_line(note)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if _wants_debug(args):
+            import traceback
+
+            traceback.print_exc()
+        known = known_error_message(exc)
+        if known is not None:
+            print(f"error: {_one_line(known)}", file=sys.stderr)
+            return EXIT_INPUT_ERROR
+        hint = "the traceback is above" if _wants_debug(args) else "rerun with `--debug` for the traceback"
+        print(f"error: unexpected {type(exc).__name__}: {_one_line(str(exc), 400)} (a bug? {hint})",
+              file=sys.stderr)
+        return EXIT_UNEXPECTED
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
         if not p.is_file():
             raise InputError("config file not found", path=str(p))
         try:
-            node = yaml.compose(p.read_text(encoding="utf-8"))
+            node = yaml.compose(p.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)

@@ -78,7 +78,7 @@ def test_calibrate_saves_reference_rewards_per_prompt(trained_dir, tiny_llama_di
 
 
 @pytest.mark.parametrize("extra, rows, message", [
-    (["--n", "0"], PROMPTS, "N must be an integer >= 1"),
+    (["--n", "0"], PROMPTS, "--n: must be an integer >= 1"),  # argparse: exit 2 before any work
     (["--n", "2", "--method", "speculative", "--rejection-rate", "1.0"], PROMPTS, "rejection rate"),
     (["--n", "2", "--weights", "kindness=1"], PROMPTS, "unknown objective"),
     (["--n", "2"], [], "no rows"),
@@ -89,8 +89,11 @@ def test_bad_input_fails_with_a_clear_error_and_no_output(trained_dir, tiny_llam
                                                           message):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", rows)
     out = tmp_path / "out.jsonl"
-    rc = main(["bon", "--policy", str(tiny_llama_dir), "--rm", str(trained_dir), "--prompts", str(prompts),
-               "--output", str(out), "--max-new-tokens", "4", "--quiet", *extra])
+    try:
+        rc = main(["bon", "--policy", str(tiny_llama_dir), "--rm", str(trained_dir), "--prompts", str(prompts),
+                   "--output", str(out), "--max-new-tokens", "4", "--quiet", *extra])
+    except SystemExit as exc:  # a bad flag value, refused by argparse
+        rc = exc.code
     assert rc == 2
     assert message in capsys.readouterr().err
     assert not out.exists()

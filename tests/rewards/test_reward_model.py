@@ -175,7 +175,8 @@ def test_score_input_errors():
 def test_backbone_loads_lazily_from_the_spec(tmp_path, monkeypatch):
     calls = []
 
-    def fake_load(spec):
+    def fake_load(spec, *, trust_remote_code=False):
+        assert trust_remote_code is False  # never turned on by a saved model: only by the caller
         calls.append(spec)
         return RecordingBackbone()
 

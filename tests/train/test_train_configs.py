@@ -85,7 +85,7 @@ def test_learning_rate_defaults_depend_on_lora():
     ({"jbond_penalty": -1.0}, "jbond_penalty"),
     ({"samples_per_prompt": 0}, "samples_per_prompt"), ({"max_new_tokens": 0}, "max_new_tokens"),
     ({"max_steps": None}, "max_steps"), ({"weights": {"helpfulness": "a lot"}}, "weights"),
-    ({"temperature": -1.0}, "sampling"),
+    ({"temperature": -1.0}, "temperature"),
 ])
 def test_bond_settings_are_checked(fields, field):
     assert error_field(BONDConfig, **fields) == field

@@ -12,6 +12,19 @@ from paretoalign.data.schema import Message
 from paretoalign.data.splits import prompt_key
 from paretoalign.errors import InputError
 
+MAX_PROMPT_CHARS = 100_000
+"""The longest prompt (characters over all its messages) a prompt file may hold: about 25 000 tokens, past the
+context of every model paretoalign ships; a longer one is almost surely a mistake (a whole file pasted into one
+field) and is refused naming its file and line, before any model loads."""
+
+
+def check_prompt_length(messages: list[Message], location: str, field: str = "prompt") -> None:
+    """InputError at `location` when a prompt is longer than MAX_PROMPT_CHARS characters."""
+    size = sum(len(m["content"]) for m in messages)
+    if size > MAX_PROMPT_CHARS:
+        raise location_error(f"the prompt is {size:,} characters, over the limit of {MAX_PROMPT_CHARS:,} (no "
+                             "shipped model's context holds that much); shorten it", location, field)
+
 
 @dataclass
 class PromptRow:
@@ -46,6 +59,8 @@ def read_prompts(path: str) -> list[PromptRow]:
             rows.append(PromptRow(location, row, normalize_prompt(row["prompt"], location=location)))
     if not rows:
         raise InputError("the prompt file has no rows", path=str(path), field="prompt")
+    for r in rows:
+        check_prompt_length(r.messages, r.location)
     ids = {}
     for r in rows:
         if "id" in r.row and r.row["id"] is not None:

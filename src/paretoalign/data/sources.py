@@ -173,7 +173,17 @@ def shared_data_config(shared_dir: str | os.PathLike, *, split: str | None = Non
     """
     from paretoalign.data.bundled import bundled_data_dir
 
-    config = load_sources_config(bundled_data_dir() / SHARED_SOURCES_FILE, shared_dir=shared_dir)
+    folder = Path(shared_dir)
+    if not folder.is_dir():
+        raise InputError("no such folder: expected the shared data folder (e.g. ../shared/data)" if not folder.exists()
+                         else "is a file: expected the shared data folder (e.g. ../shared/data)", path=str(shared_dir))
+    try:
+        config = load_sources_config(bundled_data_dir() / SHARED_SOURCES_FILE, shared_dir=shared_dir)
+    except InputError as exc:  # name the user's folder, not our internal YAML
+        if "not found" not in exc.reason:
+            raise
+        raise InputError(f"not the shared data folder (e.g. ../shared/data): {exc.reason}",
+                         path=str(shared_dir)) from exc
     return restrict_to_split(config, split)
 
 
@@ -289,7 +299,7 @@ class _Where:
 def _yaml_lines(text: str) -> dict[str, int]:
     """Key path (``sources[1].format``) -> 1-based line, from the YAML node tree."""
     lines: dict[str, int] = {}
-    root = yaml.compose(text)
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
 
     def walk(node: Any, prefix: str) -> None:
         if isinstance(node, yaml.MappingNode):

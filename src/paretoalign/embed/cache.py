@@ -37,15 +37,19 @@ class EmbeddingCache:
                  prompt_feature_dim: int | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(self.path))
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        with self._conn:
-            self._conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            self._conn.execute("CREATE TABLE IF NOT EXISTS embeddings "
-                               "(key TEXT PRIMARY KEY, response BLOB NOT NULL, prompt BLOB NOT NULL)")
-            self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-        meta = self.meta()
+        try:
+            self._conn = sqlite3.connect(str(self.path))
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            with self._conn:
+                self._conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                self._conn.execute("CREATE TABLE IF NOT EXISTS embeddings "
+                                   "(key TEXT PRIMARY KEY, response BLOB NOT NULL, prompt BLOB NOT NULL)")
+                self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            meta = self.meta()
+        except sqlite3.DatabaseError as exc:  # a file that is not an SQLite database (or a damaged one)
+            raise InputError(f"not a readable embedding cache ({exc}): delete the file to rebuild it, or give "
+                             "another cache path", path=str(self.path), field="embedding_cache") from None
         if meta["schema_version"] != SCHEMA_VERSION:
             raise InputError(f"embedding cache schema {meta['schema_version']}, this version reads "
                              f"{SCHEMA_VERSION}: delete the file to rebuild it", path=str(self.path))

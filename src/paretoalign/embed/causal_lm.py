@@ -25,8 +25,15 @@ from tqdm.auto import tqdm
 from paretoalign.data.schema import Message
 from paretoalign.embed.backbone import Features, TruncationStats, TruncationWarning
 from paretoalign.embed.chat_format import conversation_text
-from paretoalign.embed.models import load_error, quiet_transformers, resolve_model
+from paretoalign.embed.models import (
+    check_model_files,
+    check_remote_code,
+    load_error,
+    quiet_transformers,
+    resolve_model,
+)
 from paretoalign.errors import InputError, ParetoAlignError
+from paretoalign.threads import watch
 
 FEATURIZER_VERSION = "causal_lm/1"
 """Bumped whenever the text, the truncation or the feature positions change: old cache entries stop matching."""
@@ -101,11 +108,15 @@ class CausalLMBackbone:
         self.batch_size = int(batch_size)
         self.padding_side = padding_side
         self.gguf_file = gguf_file
-        self.trust_remote_code = trust_remote_code
+        self.trust_remote_code = trust_remote_code = trust_remote_code is True  # the caller's choice, never saved
         self.truncation_stats = TruncationStats()
         if isinstance(model, (str, os.PathLike)):
             self.source: str | None = str(model)
             self.model_path: str | None = resolve_model(self.source, gguf_file=gguf_file, cache_dir=cache_dir)
+            check_remote_code(self.model_path, trust_remote_code=trust_remote_code)
+            check_model_files(self.model_path)
+            from safetensors import SafetensorError
+
             try:
                 with quiet_transformers():
                     if tokenizer is None:
@@ -113,7 +124,7 @@ class CausalLMBackbone:
                                                                   trust_remote_code=trust_remote_code)
                     base = AutoModel.from_pretrained(self.model_path, dtype=dtype, use_safetensors=True,
                                                      trust_remote_code=trust_remote_code)
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError, KeyError, SafetensorError) as exc:
                 raise load_error(self.source, exc) from exc
         elif isinstance(model, PreTrainedModel):
             self.source = None
@@ -123,11 +134,13 @@ class CausalLMBackbone:
                 origin = getattr(model, "name_or_path", "")
                 if not (origin and Path(origin).is_dir()):
                     raise InputError("a model object needs its tokenizer: pass tokenizer=...", field="tokenizer")
+                check_remote_code(origin, trust_remote_code=trust_remote_code)
                 tokenizer = AutoTokenizer.from_pretrained(origin, trust_remote_code=trust_remote_code)
         else:
             raise InputError(f"model must be a name, a path or a transformers PreTrainedModel, "
                              f"got {type(model).__name__}", field="model")
         self.model = base.eval()
+        watch(self.model)
         self.tokenizer = tokenizer
         self.dtype = next(self.model.parameters()).dtype
         self.feature_dim = int(self.model.config.get_text_config().hidden_size)
@@ -147,8 +160,7 @@ class CausalLMBackbone:
                                    "build it from a name or path (e.g. CausalLMBackbone('smollm2')) to save it")
         spec: dict[str, Any] = {"kind": "causal_lm", "model": self.source, "gguf_file": self.gguf_file,
                                 "max_length": self.max_length, "dtype": str(self.dtype).removeprefix("torch.")}
-        if self.trust_remote_code:
-            spec["trust_remote_code"] = True
+        # No trust_remote_code here: whoever loads a saved model decides that (load_backbone's argument).
         return spec
 
     @cached_property

@@ -24,6 +24,7 @@ from typing import Any
 
 from paretoalign.atomic_io import atomic_directory
 from paretoalign.errors import InputError
+from paretoalign.threads import watch
 
 CACHE_ENV = "PARETOALIGN_CACHE"
 CONVERTED_MARKER = "paretoalign_gguf_source.json"
@@ -101,6 +102,21 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+@contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """Hide transformers' progress bars only (warnings stay), e.g. save_pretrained's "Writing model shards": the
+    callers print their own message when a model is saved."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def converted_dir_name(gguf_path: Path) -> str:
     """``<stem>-<sha256 of size, mtime and name>[:16]``: a new file (or a touched one) gets a new directory."""
     st = gguf_path.stat()
@@ -114,15 +130,18 @@ def gguf_to_hf(gguf_path: Path, out_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        # A GGUF file holds tensors and metadata only: no code is ever run for it.
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                  trust_remote_code=False)
         model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
-                                                     dtype=torch.float32)
+                                                     dtype=torch.float32, trust_remote_code=False)
     # transformers de-quantizes GGUF tensors on load: the weights are plain fp32 already. Drop the GGUF
     # quantizer (it refuses to save) and its config (from_pretrained would look for a GGUF file again).
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(out_dir, safe_serialization=True)
+    with no_progress_bars():
+        model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
 
 
@@ -198,21 +217,147 @@ def load_error(name: str, exc: Exception) -> InputError:
     return InputError(f"cannot load model '{name}'{hint}: {type(exc).__name__}: {exc}", field="model")
 
 
+REMOTE_CODE_HINT = ("if you trust whoever wrote it, opt in with --trust-remote-code on the command line "
+                    "(trust_remote_code=True in the Python API, trust_remote_code: true in your training config)")
+"""How a user opts in to a model folder's own code: only ever from their own command line, API call or config."""
+CODE_CONFIG_FILES = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
+"""Files in which an ``auto_map`` makes transformers import Python code from the model folder (or its hub repo)."""
+
+
+def _read_json(path: Path) -> Any:
+    """The parsed JSON file, or None when absent or unreadable (the loader reports unreadable files itself)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+
+
+def _has_key(value: Any, key: str) -> bool:
+    """Whether a non-empty `key` occurs anywhere in a parsed JSON value (sub-configs included)."""
+    if isinstance(value, dict):
+        return bool(value.get(key)) or any(_has_key(v, key) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_key(v, key) for v in value)
+    return False
+
+
+def remote_code_requests(directory: str | os.PathLike, _seen: set[Path] | None = None) -> list[str]:
+    """What in a local model directory would make a loader import Python code from it (empty: nothing).
+
+    Looks for an ``auto_map`` in config.json / tokenizer_config.json / processor configs (transformers),
+    sentence-transformers ``modules.json`` entries whose class is not part of sentence_transformers (and the
+    same files inside each module's folder), a ``custom_generate/generate.py``, and a PEFT
+    ``adapter_config.json``'s custom ``auto_mapping`` or local base model. A hub id (not a local directory)
+    gives nothing: transformers itself refuses remote code there unless trust_remote_code is True.
+    """
+    root = Path(directory).expanduser()
+    if not root.is_dir():
+        return []
+    seen = _seen if _seen is not None else set()
+    key = root.resolve()
+    if key in seen:
+        return []
+    seen.add(key)
+    found = []
+    for name in CODE_CONFIG_FILES:
+        if _has_key(_read_json(root / name), "auto_map"):
+            found.append(f"{root / name} has an 'auto_map' naming Python code to import")
+    if (root / "custom_generate" / "generate.py").is_file():
+        found.append(f"{root / 'custom_generate' / 'generate.py'} replaces generate() with the folder's own code")
+    modules = _read_json(root / "modules.json")
+    if isinstance(modules, list):
+        for entry in modules:
+            if not isinstance(entry, dict):
+                continue
+            kind = entry.get("type")
+            if isinstance(kind, str) and not kind.startswith("sentence_transformers."):
+                found.append(f"{root / 'modules.json'} names the custom module class {kind!r}")
+            sub = entry.get("path")
+            if isinstance(sub, str) and sub and not Path(sub).is_absolute() and ".." not in Path(sub).parts:
+                found.extend(remote_code_requests(root / sub, seen))
+    adapter = _read_json(root / "adapter_config.json")
+    if isinstance(adapter, dict):
+        if adapter.get("auto_mapping"):
+            found.append(f"{root / 'adapter_config.json'} has an 'auto_mapping' naming a custom model class")
+        base = adapter.get("base_model_name_or_path")
+        if isinstance(base, str) and base:  # loaded as given (relative: to the working directory)
+            found.extend(remote_code_requests(base, seen))
+    return found
+
+
+def check_remote_code(directory: str | os.PathLike, *, trust_remote_code: bool = False,
+                      context: str | None = None) -> None:
+    """Refuse (InputError) a model directory that asks to run its own Python code, unless the USER opted in.
+
+    Every loader calls this before `from_pretrained` / `SentenceTransformer(...)`. `trust_remote_code` must
+    come from the caller's own command line, API call or config file, never from a file stored with a model.
+    `context` says where the folder was named (e.g. "the backbone of the reward model in DIR").
+    """
+    if trust_remote_code is True:
+        return
+    requests = remote_code_requests(directory)
+    if requests:
+        where = f" ({context})" if context else ""
+        raise InputError(f"this model folder{where} asks to run its own Python code ({'; '.join(requests)}); "
+                         f"paretoalign never runs code from a model folder unless you ask for it: "
+                         f"{REMOTE_CODE_HINT}", path=str(directory))
+
+
+MODEL_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def check_model_files(directory: str | os.PathLike) -> None:
+    """InputError naming the folder or file, before any loader runs, when a local model folder holds no model
+    (no config.json and no weights) or a `*.safetensors` file whose header cannot be read (corrupt or cut short).
+
+    Hub ids and non-folders pass unchanged (the loaders report those). Reads only the safetensors headers.
+    """
+    root = Path(directory).expanduser()
+    if not root.is_dir():
+        return
+    names = {p.name for p in root.iterdir()}
+    if not names & {"config.json", "modules.json", "adapter_config.json"}:
+        if (root / "policy" / "config.json").is_file():
+            raise InputError(f"no model found in {root}: it is a training run folder; its trained policy is "
+                             f"{root / 'policy'}")
+        has_weights = any(n.endswith(MODEL_WEIGHT_SUFFIXES) for n in names)
+        what = "weights but no config.json" if has_weights else "no config.json and no weights"
+        raise InputError(f"no model found in {root} ({what}; expected a saved transformers model folder, "
+                         f"a .gguf file or an alias: {', '.join(ALIASES)})")
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(root.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                f.keys()
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InputError(f"not a readable safetensors file, corrupt or cut short ({exc})",
+                             path=str(file)) from None
+
+
 def load_causal_lm(ref: str, *, trust_remote_code: bool = False, dtype: Any = None, gguf_file: str | None = None
                    ) -> tuple[Any, Any]:
     """(model, tokenizer) for a model reference (alias, .gguf, local directory or hub id), model in eval mode.
 
-    `dtype` is a torch dtype or its name; None means float32.
+    `dtype` is a torch dtype or its name; None means float32. A folder that asks to import its own code is
+    refused unless `trust_remote_code` is True (`check_remote_code`).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = torch.float32 if dtype is None else (getattr(torch, dtype) if isinstance(dtype, str) else dtype)
     path = resolve_model(str(ref), gguf_file=gguf_file)
+    trust_remote_code = trust_remote_code is True
+    check_remote_code(path, trust_remote_code=trust_remote_code)
+    check_model_files(path)
+    from safetensors import SafetensorError
+
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError) as exc:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True,
+                                                         trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
         raise load_error(ref, exc) from exc
+    watch(model)  # the thread governor re-checks the CPU load between forward calls
     return model.eval(), tokenizer

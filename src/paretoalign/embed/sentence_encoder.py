@@ -23,8 +23,9 @@ import numpy as np
 
 from paretoalign.data.schema import Message
 from paretoalign.embed.backbone import Features, TruncationStats, TruncationWarning
-from paretoalign.embed.models import load_error, quiet_transformers, resolve_model
+from paretoalign.embed.models import check_remote_code, load_error, quiet_transformers, resolve_model
 from paretoalign.errors import InputError
+from paretoalign.threads import watch
 
 FEATURIZER_VERSION = "sentence_encoder/2"
 
@@ -48,7 +49,8 @@ class SentenceEncoderBackbone:
             raise InputError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
         self.source = str(model)
         self.model_path = resolve_model(self.source)
-        self.trust_remote_code = trust_remote_code
+        self.trust_remote_code = trust_remote_code = trust_remote_code is True  # the caller's choice, never saved
+        check_remote_code(self.model_path, trust_remote_code=trust_remote_code)
         try:
             with quiet_transformers():
                 self.model = SentenceTransformer(self.model_path, device="cpu",
@@ -56,6 +58,7 @@ class SentenceEncoderBackbone:
         except (OSError, ValueError, KeyError) as exc:
             raise load_error(self.source, exc) from exc
         self.model.eval()
+        watch(self.model)
         if max_length is not None:
             if max_length < 3:
                 raise InputError(f"max_length must be >= 3, got {max_length}", field="max_length")
@@ -73,8 +76,7 @@ class SentenceEncoderBackbone:
     def spec(self) -> dict[str, Any]:
         """The reference `load_backbone` rebuilds this backbone from."""
         spec: dict[str, Any] = {"kind": "sentence_encoder", "model": self.source, "max_length": self.max_length}
-        if self.trust_remote_code:
-            spec["trust_remote_code"] = True
+        # No trust_remote_code here: whoever loads a saved model decides that (load_backbone's argument).
         return spec
 
     @cached_property
@@ -113,10 +115,21 @@ class SentenceEncoderBackbone:
             cut.append(over)
         return out, cut
 
-    def _encode(self, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
-        emb = self.model.encode(texts, batch_size=batch_size, show_progress_bar=progress,
-                                normalize_embeddings=True, convert_to_numpy=True)
-        return np.asarray(emb, dtype=np.float32).reshape(len(texts), self.prompt_feature_dim)
+    def _encode(self, texts: list[str], batch_size: int, bar: Any = None) -> np.ndarray:
+        """Normalized embeddings; with `bar`, our own tqdm bar advances per chunk (sentence-transformers' own
+        "Batches" bar is never shown). Texts go longest first in chunks of whole batches, as
+        sentence-transformers would sort them in one call, so the batches do not depend on the bar."""
+        out = np.zeros((len(texts), self.prompt_feature_dim), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        chunk = batch_size * 8
+        for lo in range(0, len(texts), chunk):
+            index = order[lo:lo + chunk]
+            emb = self.model.encode([texts[i] for i in index], batch_size=batch_size, show_progress_bar=False,
+                                    normalize_embeddings=True, convert_to_numpy=True)
+            out[index] = np.asarray(emb, dtype=np.float32).reshape(len(index), self.prompt_feature_dim)
+            if bar is not None:
+                bar.update(len(index))
+        return out
 
     def embed(self, prompts: Sequence[list[Message]], responses: Sequence[str], *,
               batch_size: int | None = None, progress: bool = False) -> Features:
@@ -142,8 +155,11 @@ class SentenceEncoderBackbone:
         message = stats.message(self.max_length, self.response_cut)
         if message:
             warnings.warn(message, TruncationWarning, stacklevel=2)
-        e_x_unique = self._encode(cut_unique, size, progress)
-        e_y = self._encode(response_list, size, progress)
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(cut_unique) + n, desc="embedding", unit="text", disable=not progress) as bar:
+            e_x_unique = self._encode(cut_unique, size, bar)
+            e_y = self._encode(response_list, size, bar)
         e_x = e_x_unique[[where[t] for t in rendered]]
         length = np.log1p(np.array([len(ids) for ids in response_ids], dtype=np.float32))[:, None]
         return Features(np.concatenate([e_y, e_x * e_y, length], axis=1), e_x)

@@ -126,7 +126,9 @@ class RMEvalReport:
     def write(self, path: str | Path) -> None:
         """Write `to_dict()` as JSON to `path` atomically."""
         from paretoalign.atomic_io import write_json_atomic
+        from paretoalign.output_paths import check_output_file
 
+        check_output_file(path, field="path")  # a folder there: InputError, not IsADirectoryError
         write_json_atomic(path, self.to_dict())
 
     def format_table(self) -> str:

@@ -48,12 +48,12 @@ def load_policy(policy: Any) -> Any:
     return Policy.from_pretrained(policy) if isinstance(policy, str) else policy
 
 
-def load_reward_model(reward_model: Any) -> Any:
-    """A reward model object from an object or a saved directory."""
+def load_reward_model(reward_model: Any, *, trust_remote_code: bool = False) -> Any:
+    """A reward model object from an object or a saved directory (`trust_remote_code`: the caller's choice)."""
     if isinstance(reward_model, str) or hasattr(reward_model, "__fspath__"):
         from paretoalign.rewards.reward_model import RewardModel
 
-        return RewardModel.from_pretrained(reward_model)
+        return RewardModel.from_pretrained(reward_model, trust_remote_code=trust_remote_code)
     return reward_model
 
 
@@ -65,6 +65,26 @@ def prepare_prompts(policy: Any, reward_model: Any, prompts: Sequence[PromptLike
     messages = [as_messages(p, i) for i, p in enumerate(prompts)]
     token_ids = policy.encode_prompts(messages, params.max_new_tokens)
     return PreparedPrompts(messages, token_ids)
+
+
+def generation_bar(num_prompts: int, n: int, params: SamplingParams, desc: str, progress: bool) -> Any:
+    """A tqdm bar over the token budget (prompts x N x max_new_tokens): generated tokens, plus the unused budget of
+    candidates that stop or are pruned early, so it ends at 100 % and its ETA is an upper bound."""
+    return tqdm(total=num_prompts * n * params.max_new_tokens, desc=desc, unit="tok",
+                disable=not progress, dynamic_ncols=True)
+
+
+def sample_kwargs(policy: Any, bar: Any) -> dict[str, Any]:
+    """`progress=bar.update` when the bar is shown and the policy's ``sample`` takes it (custom backends may not)."""
+    import inspect
+
+    if bar.disable:
+        return {}
+    try:
+        accepts = "progress" in inspect.signature(policy.sample).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    return {"progress": bar.update} if accepts else {}
 
 
 def prompt_groups(num_prompts: int, n: int, batch_rows: int) -> Iterator[list[int]]:
@@ -103,10 +123,13 @@ def best_of_n(policy: Any, reward_model: Any, prompts: Sequence[PromptLike], *, 
     reward_model = load_reward_model(reward_model)
     prepared = prepare_prompts(policy, reward_model, prompts, weights, params)
     results: list[SelectionResult] = []
-    bar = tqdm(total=len(prepared.messages), desc=f"best-of-{n}", unit="prompt", disable=not progress)
+    bar = generation_bar(len(prepared.messages), n, params, f"{select}-of-{n}", progress)
+    extra = sample_kwargs(policy, bar)
     for group in prompt_groups(len(prepared.messages), n, batch_rows):
         t0 = time.perf_counter()
-        sampled = policy.sample([prepared.token_ids[i] for i in group], n, params, prompt_indices=group)
+        sampled = policy.sample([prepared.token_ids[i] for i in group], n, params, prompt_indices=group, **extra)
+        if not extra:
+            bar.update(len(group) * n * params.max_new_tokens)
         t_gen = time.perf_counter() - t0
         for i, candidates in zip(group, sampled, strict=True):
             t1 = time.perf_counter()
@@ -118,6 +141,6 @@ def best_of_n(policy: Any, reward_model: Any, prompts: Sequence[PromptLike], *, 
                 add_reference_logprobs(reference, prepared.token_ids[i], candidates, stats)
             stats["wall_s"] = t_gen / len(group) + (time.perf_counter() - t1)
             results.append(build_result(prepared.messages[i], candidates, list(scores), breakdowns, select, stats))
-            bar.update(1)
+        bar.set_postfix_str(f"{len(results)}/{len(prepared.messages)} prompts", refresh=True)
     bar.close()
     return results

@@ -228,6 +228,9 @@ class CalibrationTable:
     def save(self, path: str | os.PathLike) -> None:
         """Write the table as JSONL atomically: a header object, then one {"id", "prompt", "reference_rewards"} line
         per prompt."""
+        from paretoalign.output_paths import check_output_file
+
+        check_output_file(path, field="path")  # a folder there: InputError, not IsADirectoryError
         header = {"format": FORMAT, "version": VERSION, "weights": self.weights, "m": self._m, "rm": self.rm}
         lines = [json.dumps(header, ensure_ascii=False, allow_nan=False)]
         for prompt_id, refs in self._refs.items():

@@ -9,7 +9,9 @@ Supports:
 - incremental generation (`step(k)` runs at most k more tokens) and pruning (`prune`) so a caller can score
   partial responses and drop candidates (Speculative Rejection); finished and pruned rows leave the batch;
 - per-token log-probs under the sampling distribution and under the unmodified policy (temperature 1), and
-  under a reference model after the fact (`reference_logprobs`), for Monte-Carlo KL estimates.
+  under a reference model after the fact (`reference_logprobs`), for Monte-Carlo KL estimates;
+- progress: an optional callback receives the token budget used up (N x prompts x max_new_tokens in all: a
+  generated token counts one, a candidate that stops or is pruned early counts its unused tokens), for a bar.
 
 Assumes a decoder-only transformers model whose forward takes ``position_ids``, ``attention_mask``,
 ``past_key_values`` (a cache with ``batch_repeat_interleave`` / ``batch_select_indices``) and ``logits_to_keep``.
@@ -17,7 +19,7 @@ Assumes a decoder-only transformers model whose forward takes ``position_ids``, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,7 +81,8 @@ class CandidateGenerator:
     """N candidates for each of a few prompts, sampled step by step from one shared prefill per prompt."""
 
     def __init__(self, policy: Policy, prompt_ids: Sequence[Sequence[int]], n: int, params: SamplingParams, *,
-                 prompt_indices: Sequence[int] | None = None, shared_prefix: bool | None = None) -> None:
+                 prompt_indices: Sequence[int] | None = None, shared_prefix: bool | None = None,
+                 progress: Callable[[int], None] | None = None) -> None:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
@@ -99,6 +102,7 @@ class CandidateGenerator:
         self.shared_prefix = supported if shared_prefix is None else bool(shared_prefix)
         self._prefix: SharedPrefix | None = None
         self._stop_tail = max((len(s) for s in params.stop), default=0) + 8
+        self._progress = progress
         self.steps = 0
         self.candidates: list[list[Candidate]] = []
         for p in self.prompt_indices:
@@ -217,6 +221,7 @@ class CandidateGenerator:
             tokens, lp_sample, lp_policy = next_tokens(self._logits, self.params, [c.generator for c in self._rows])
             self.steps += 1
             taken += 1
+            used = len(self._rows)
             keep = []
             for i, c in enumerate(self._rows):
                 t = int(tokens[i])
@@ -231,6 +236,8 @@ class CandidateGenerator:
                     self._finish(c, "length")
                 else:
                     keep.append(i)
+            if self._progress is not None:
+                self._progress(used + (used - len(keep)) * (self.params.max_new_tokens - self.steps))
             self._select(keep)
             if not self._rows:
                 break
@@ -260,6 +267,8 @@ class CandidateGenerator:
             c.rejected_at = c.num_tokens
             c.text = self.policy.decode(c.token_ids)
             c.generator = None
+        if pruned and self._progress is not None:
+            self._progress(sum(self.params.max_new_tokens - c.num_tokens for c in pruned))
         self._select([i for i, c in enumerate(self._rows) if id(c) in wanted])
         return pruned
 
@@ -270,9 +279,10 @@ class CandidateGenerator:
 
 
 def generate_candidates(policy: Policy, prompt_ids: Sequence[Sequence[int]], n: int, params: SamplingParams, *,
-                        prompt_indices: Sequence[int] | None = None) -> list[list[Candidate]]:
+                        prompt_indices: Sequence[int] | None = None,
+                        progress: Callable[[int], None] | None = None) -> list[list[Candidate]]:
     """N complete candidates per prompt (shared prefill, one generator per candidate)."""
-    return CandidateGenerator(policy, prompt_ids, n, params, prompt_indices=prompt_indices).run()
+    return CandidateGenerator(policy, prompt_ids, n, params, prompt_indices=prompt_indices, progress=progress).run()
 
 
 def reference_logprobs(reference: Policy, prompt_ids: Sequence[int], candidates: Sequence[Candidate]

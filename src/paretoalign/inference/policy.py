@@ -140,11 +140,14 @@ class Policy:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
     def sample(self, prompt_ids: Sequence[Sequence[int]], n: int, params: Any, *,
-               prompt_indices: Sequence[int] | None = None) -> list:
-        """N complete candidates per prompt from the transformers engine (shared prefill)."""
+               prompt_indices: Sequence[int] | None = None, progress: Any = None) -> list:
+        """N complete candidates per prompt from the transformers engine (shared prefill).
+
+        `progress`, if given, is called with the token budget used up (see `engine.CandidateGenerator`).
+        """
         from paretoalign.inference.engine import generate_candidates  # the engine imports this module
 
-        return generate_candidates(self, prompt_ids, n, params, prompt_indices=prompt_indices)
+        return generate_candidates(self, prompt_ids, n, params, prompt_indices=prompt_indices, progress=progress)
 
     # ------------------------------------------------------------------ log-probs
 

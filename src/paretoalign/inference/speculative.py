@@ -18,12 +18,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from paretoalign.errors import InputError
 from paretoalign.inference.best_of_n import (
     DEFAULT_BATCH_ROWS,
     build_result,
+    generation_bar,
     load_policy,
     load_reward_model,
     prepare_prompts,
@@ -97,10 +96,11 @@ def speculative_rejection(policy: Any, reward_model: Any, prompts: Sequence[Prom
     reward_model = load_reward_model(reward_model)
     prepared = prepare_prompts(policy, reward_model, prompts, weights, params)
     results = []
-    bar = tqdm(total=len(prepared.messages), desc=f"speculative-{n}", unit="prompt", disable=not progress)
+    bar = generation_bar(len(prepared.messages), n, params, f"speculative-{n}", progress)
     for group in prompt_groups(len(prepared.messages), n, batch_rows):
         t0 = time.perf_counter()
-        gen = CandidateGenerator(policy, [prepared.token_ids[i] for i in group], n, params, prompt_indices=group)
+        gen = CandidateGenerator(policy, [prepared.token_ids[i] for i in group], n, params, prompt_indices=group,
+                                 progress=None if bar.disable else bar.update)
         partial: dict[int, tuple[float, dict[str, float]]] = {}
         rm_rows = dict.fromkeys(group, 0)
         for point in points:
@@ -134,6 +134,6 @@ def speculative_rejection(policy: Any, reward_model: Any, prompts: Sequence[Prom
                      "wall_s": elapsed / len(group) + (time.perf_counter() - t1)}
             results.append(build_result(prepared.messages[i], candidates, [m[0] for m in merged],
                                         [m[1] for m in merged], select, stats))
-            bar.update(1)
+        bar.set_postfix_str(f"{len(results)}/{len(prepared.messages)} prompts", refresh=True)
     bar.close()
     return results

@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from paretoalign.embed.models import resolve_model
+from paretoalign.embed.models import check_remote_code, resolve_model
 from paretoalign.errors import InputError
 from paretoalign.inference.engine import Candidate
 from paretoalign.inference.policy import PromptLike, encode_prompts, render_prompt
@@ -40,7 +40,10 @@ class VLLMPolicy:
                  enable_prefix_caching: bool = True, **llm_kwargs: Any) -> None:
         vllm = _import_vllm()
         self.name = str(model)
-        self.llm = vllm.LLM(model=resolve_model(str(model)), trust_remote_code=trust_remote_code,
+        path = resolve_model(str(model))
+        trust_remote_code = trust_remote_code is True
+        check_remote_code(path, trust_remote_code=trust_remote_code)
+        self.llm = vllm.LLM(model=path, trust_remote_code=trust_remote_code,
                             enable_prefix_caching=enable_prefix_caching, **llm_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.context_length = int(self.llm.llm_engine.model_config.max_model_len)
@@ -54,8 +57,11 @@ class VLLMPolicy:
         return encode_prompts(self.tokenizer, self.context_length, prompts, max_new_tokens)
 
     def sample(self, prompt_ids: Sequence[Sequence[int]], n: int, params: SamplingParams, *,
-               prompt_indices: Sequence[int] | None = None) -> list[list[Candidate]]:
-        """N complete candidates per prompt (one vLLM request per candidate, each with its own seed)."""
+               prompt_indices: Sequence[int] | None = None, progress: Any = None) -> list[list[Candidate]]:
+        """N complete candidates per prompt (one vLLM request per candidate, each with its own seed).
+
+        `progress` (as in `Policy.sample`) is called once, with the whole token budget, when vLLM returns.
+        """
         vllm = _import_vllm()
         indices = list(prompt_indices) if prompt_indices is not None else list(range(len(prompt_ids)))
         requests, settings = [], []
@@ -81,4 +87,6 @@ class VLLMPolicy:
                 reason = "stop" if isinstance(completion.stop_reason, str) else "eos"
             groups[-1].append(Candidate(prompt_index=p, index=j, token_ids=token_ids, logprobs=logprobs,
                                         policy_logprobs=list(logprobs), finish_reason=reason, text=completion.text))
+        if progress is not None:
+            progress(len(requests) * params.max_new_tokens)
         return groups

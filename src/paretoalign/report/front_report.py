@@ -10,7 +10,7 @@ Supports:
 - ``front.json``: every point with an ``on_front`` flag per plotted front, the fronts and the run's meta;
 - ``index.html``: one self-contained page (PNGs as base64 data URIs, a plain table, how KL and reward were estimated).
 
-Everything is rendered in memory first, then each file is written atomically, so bad input writes nothing. Plots use
+Everything is rendered in memory first, then the folder is written atomically, so bad input writes nothing. Plots use
 matplotlib's Agg canvas directly (no pyplot, no global backend change). Point names must be unique.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from paretoalign.atomic_io import atomic_path, write_json_atomic, write_text_atomic
+from paretoalign.atomic_io import atomic_directory, write_json_atomic, write_text_atomic
 from paretoalign.errors import InputError
 from paretoalign.eval.pareto import pareto_front
 from paretoalign.eval.policy_eval import FrontPoint, json_safe, paired_gain
@@ -264,17 +264,21 @@ A point is <b>non-dominated</b> (✓, ringed) when no other point is at least as
 
 def write_front_report(points: Sequence[FrontPoint], output_dir: str | Path, *,
                        objectives_to_plot: Sequence[str] | None = None, title: str = DEFAULT_TITLE,
-                       meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write front.json, reward_vs_kl.png, objective_<a>_vs_<b>.png and index.html; returns front.json's content."""
+                       meta: dict[str, Any] | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Write front.json, reward_vs_kl.png, objective_<a>_vs_<b>.png and index.html; returns front.json's content.
+
+    The folder is written as a whole, atomically: it must be missing, empty or a previous front report (else
+    InputError unless `overwrite`; see `paretoalign.output_paths`).
+    """
+    from paretoalign.output_paths import FRONT_REPORT, check_output_dir
+
     points = list(points)
     if not points:
         raise InputError("no points to report", field="points")
     duplicates = sorted({p.name for p in points if sum(q.name == p.name for q in points) > 1})
     if duplicates:
         raise InputError(f"point names must be unique, repeated: {duplicates}", field="names")
-    out = Path(output_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError("the output path exists and is not a directory", path=str(out), field="output")
+    out = check_output_dir(output_dir, FRONT_REPORT, overwrite=overwrite, field="output")
     objectives = choose_objectives(points, objectives_to_plot)
     fronts = compute_fronts(points, objectives)
     meta = dict(meta or {})
@@ -292,10 +296,9 @@ def write_front_report(points: Sequence[FrontPoint], output_dir: str | Path, *,
                    for i, p in enumerate(points)],
     }
     page = _html_page(points, fronts, images, title, meta)
-    out.mkdir(parents=True, exist_ok=True)
-    for file, data in images.items():
-        with atomic_path(out / file) as tmp:
-            tmp.write_bytes(data)
-    write_json_atomic(out / "front.json", table)
-    write_text_atomic(out / "index.html", page)
+    with atomic_directory(out) as tmp:
+        for file, data in images.items():
+            (tmp / file).write_bytes(data)
+        write_json_atomic(tmp / "front.json", table)
+        write_text_atomic(tmp / "index.html", page)
     return table

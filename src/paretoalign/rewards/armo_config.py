@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+from paretoalign.errors import InputError
+
+BACKBONE_KINDS = ("auto", "causal_lm", "sentence_encoder")
+SPLITS = ("train", "test")
 
 
 @dataclass
@@ -82,3 +88,61 @@ class ArmoRMConfig:
     gating_weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the gating network."})
     seed: int = field(default=0, metadata={"help": "Seed of every split and initialisation."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def __post_init__(self) -> None:
+        """Check every setting here, before any data is read or a backbone loads (InputError naming the field)."""
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise InputError(f"backbone must be a non-empty model reference, got {self.backbone!r}", field="backbone")
+        if self.backbone_kind not in BACKBONE_KINDS:
+            raise InputError(f"backbone_kind must be one of {', '.join(BACKBONE_KINDS)}, got {self.backbone_kind!r}",
+                             field="backbone_kind")
+        if self.split is not None and self.split not in SPLITS:
+            raise InputError(f"split must be one of {SPLITS} or None, got {self.split!r}", field="split")
+        if self.max_length is not None:
+            _int_at_least(self.max_length, 2, "max_length")
+        if self.batch_size is not None:
+            _int_at_least(self.batch_size, 1, "batch_size")
+        if self.objectives is not None and len(set(self.objectives)) != len(self.objectives):
+            raise InputError(f"objectives lists a name twice: {self.objectives}", field="objectives")
+        if not self.verbosity_objective:
+            raise InputError("verbosity_objective must be a non-empty name", field="verbosity_objective")
+        _number_at_least(self.decorrelation_threshold, 0.0, "decorrelation_threshold")
+        _number_at_least(self.decorrelation_max_lambda, 0.0, "decorrelation_max_lambda")
+        for name in ("ridge_alphas", "bt_cs"):
+            grid = getattr(self, name)
+            if not grid:
+                raise InputError("needs at least one value", field=name)
+            for value in grid:
+                _number_above(value, 0.0, name)
+        if not (isinstance(self.head_val_fraction, (int, float)) and 0 < self.head_val_fraction < 1):
+            raise InputError(f"head_val_fraction must be in (0, 1), got {self.head_val_fraction!r}",
+                             field="head_val_fraction")
+        _int_at_least(self.gating_crossfit_folds, 0, "gating_crossfit_folds")
+        for size in self.gating_hidden:
+            _int_at_least(size, 1, "gating_hidden")
+        if not (isinstance(self.gating_dropout, (int, float)) and 0 <= self.gating_dropout < 1):
+            raise InputError(f"gating_dropout must be in [0, 1), got {self.gating_dropout!r}", field="gating_dropout")
+        _number_above(self.gating_temperature, 0.0, "gating_temperature")
+        _int_at_least(self.gating_steps, 1, "gating_steps")
+        _int_at_least(self.gating_batch_size, 1, "gating_batch_size")
+        _number_above(self.gating_lr, 0.0, "gating_lr")
+        _number_at_least(self.gating_weight_decay, 0.0, "gating_weight_decay")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int_at_least(value, low: int, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InputError(f"{name} must be an integer >= {low}, got {value!r}", field=name)
+
+
+def _number_at_least(value, low: float, name: str) -> None:
+    if not (_is_number(value) and value >= low):
+        raise InputError(f"{name} must be a finite number >= {low:g}, got {value!r}", field=name)
+
+
+def _number_above(value, low: float, name: str) -> None:
+    if not (_is_number(value) and value > low):
+        raise InputError(f"{name} must be a finite number > {low:g}, got {value!r}", field=name)

@@ -23,6 +23,7 @@ import numpy as np
 
 from paretoalign.data.schema import Message, PreferencePair, RatedResponse
 from paretoalign.embed.backbone import Backbone, Features
+from paretoalign.errors import InputError
 from paretoalign.rewards.armo_config import ArmoRMConfig
 
 logger = logging.getLogger(__name__)
@@ -42,9 +43,10 @@ def resolve_backbone_spec(config: ArmoRMConfig) -> dict[str, Any]:
     elif kind == "sentence_encoder":
         spec = {"kind": "sentence_encoder", "model": config.backbone, "max_length": config.max_length}
     else:
-        raise ValueError(f"backbone_kind must be 'auto', 'causal_lm' or 'sentence_encoder', not {kind!r}")
-    if config.trust_remote_code:
-        spec["trust_remote_code"] = True
+        raise InputError(f"backbone_kind must be 'auto', 'causal_lm' or 'sentence_encoder', not {kind!r}",
+                         field="backbone_kind")
+    # config.trust_remote_code is passed to load_backbone, never saved in the spec: whoever loads the saved model
+    # decides for themselves.
     return spec
 
 
@@ -52,7 +54,6 @@ def load_config_data(config: ArmoRMConfig):
     """The training data named by `config.sources` (the bundled default when None)."""
     from paretoalign.data.bundled import default_sources_config
     from paretoalign.data.sources import load_sources_config, load_training_data, restrict_to_split, shared_data_config
-    from paretoalign.errors import InputError
 
     if config.sources is None:
         sources = default_sources_config()
@@ -88,17 +89,36 @@ def response_lengths(responses: list[str]) -> np.ndarray:
     return np.log1p(np.array([len(r.split()) for r in responses], dtype=np.float64))
 
 
+def _check_enough_rows(pairs: list[PreferencePair], ratings: list[RatedResponse], pair_objectives: set[str],
+                       rated_objectives: set[str], sources: str | None = None) -> None:
+    """InputError, before any work, for an objective with too few rows to fit its head."""
+    from paretoalign.rewards.bradley_terry import MIN_PAIRS
+    from paretoalign.rewards.ridge import MIN_ROWS
+
+    for name in sorted(pair_objectives):
+        count = sum(p.objective == name for p in pairs)
+        if count < MIN_PAIRS:
+            raise InputError(f"objective {name!r} has {count} preference pair(s); a Bradley-Terry head needs at least "
+                             f"{MIN_PAIRS} ({len(pairs)} pairs in all)", path=sources, field="sources")
+    for name in sorted(rated_objectives):
+        count = sum(not math.isnan(r.rating(name)) for r in ratings)
+        if count < MIN_ROWS:
+            raise InputError(f"objective {name!r} has {count} rated response(s); a ridge head needs at least "
+                             f"{MIN_ROWS}", path=sources, field="sources")
+
+
 def _objective_order(config: ArmoRMConfig, pair_objectives: set[str], rated_objectives: set[str]) -> list[str]:
+
     data_objectives = sorted(pair_objectives | rated_objectives)
     if config.verbosity_objective in data_objectives:
-        raise ValueError(f"objective name {config.verbosity_objective!r} is reserved for the length-derived "
-                         "verbosity objective; rename it in the sources config")
+        raise InputError(f"objective name {config.verbosity_objective!r} is reserved for the length-derived "
+                         "verbosity objective; rename it in the sources config", field="verbosity_objective")
     if config.objectives is None:
         return data_objectives + [config.verbosity_objective]
     missing = [o for o in config.objectives if o not in data_objectives and o != config.verbosity_objective]
     if missing:
-        raise ValueError(f"objectives {missing} were requested but the data has none of their rows "
-                         f"(data objectives: {data_objectives})")
+        raise InputError(f"objectives {missing} were requested but the data has none of their rows "
+                         f"(data objectives: {data_objectives})", field="objectives")
     order = list(config.objectives)
     if config.verbosity_objective not in order:
         order.append(config.verbosity_objective)
@@ -204,33 +224,48 @@ def crossfit_pair_rewards(config: ArmoRMConfig, objectives: list[str], kinds: di
     return r_w, r_l
 
 
-def train_reward_model(config: ArmoRMConfig, data=None, *, backbone: Backbone | None = None):
-    """Train (and save to `config.output_dir` if set) a multi-objective reward model; returns (model, stats)."""
+def train_reward_model(config: ArmoRMConfig, data=None, *, backbone: Backbone | None = None,
+                       overwrite: bool = False):
+    """Train (and save to `config.output_dir` if set) a multi-objective reward model; returns (model, stats).
+
+    The output folder is checked first (`paretoalign.output_paths.check_output_dir`): missing, empty or a previous
+    reward model, else InputError unless `overwrite`.
+    """
     from paretoalign.embed.registry import load_backbone
     from paretoalign.rewards.bradley_terry import fit_bt_head
     from paretoalign.rewards.decorrelation import apply_transform, lambda_grid, verbosity_transform
     from paretoalign.rewards.gating import train_gating
     from paretoalign.rewards.reward_model import RewardModel
 
+    if config.output_dir:
+        from paretoalign.output_paths import REWARD_MODEL, check_output_dir, config_input_paths
+
+        check_output_dir(config.output_dir, REWARD_MODEL, inputs=config_input_paths(config), overwrite=overwrite,
+                         field="output_dir")
     t_start = time.perf_counter()
     data = data if data is not None else load_config_data(config)
     pairs, ratings = list(data.pairs), list(data.ratings)
+    # Every data problem is reported here, before the backbone loads or any embedding starts (InputError: the user's
+    # data, named by the `sources` setting).
     if not pairs:
-        raise ValueError("training a reward model needs preference pairs (the gating network trains on them)")
+        raise InputError("the training data has no preference pairs (the gating network trains on them)",
+                         path=config.sources, field="sources")
     unlabeled = [p.source or p.id for p in pairs if not p.objective]
     if unlabeled:
-        raise ValueError(f"{len(unlabeled)} pairs have no objective (first: {unlabeled[:3]}); map them in the "
-                         "sources config")
+        raise InputError(f"{len(unlabeled)} pairs have no objective (first: {unlabeled[:3]}); map them in the "
+                         "sources config", field="sources")
     pair_objectives = {p.objective for p in pairs}
     rated_objectives = {k for r in ratings for k, v in r.ratings.items() if not math.isnan(v)}
     both = pair_objectives & rated_objectives
     if both:
-        raise ValueError(f"objectives {sorted(both)} have both ratings and pairs; give each objective one kind of data")
+        raise InputError(f"objectives {sorted(both)} have both ratings and pairs; give each objective one kind of "
+                         "data", field="sources")
+    _check_enough_rows(pairs, ratings, pair_objectives, rated_objectives, config.sources)
     objectives = _objective_order(config, pair_objectives, rated_objectives)
 
     spec = resolve_backbone_spec(config)
     if backbone is None:
-        backbone = load_backbone(spec)
+        backbone = load_backbone(spec, trust_remote_code=config.trust_remote_code)
     else:
         try:
             spec = backbone.spec()
@@ -292,7 +327,7 @@ def train_reward_model(config: ArmoRMConfig, data=None, *, backbone: Backbone | 
                         T=T.astype(np.float32), gating=gating_fit.network, baseline_w=baseline.w.astype(np.float32),
                         backbone_spec=spec, metadata=metadata, backbone=backbone)
     if config.output_dir:
-        model.save_pretrained(config.output_dir)
+        model.save_pretrained(config.output_dir, overwrite=overwrite)
     return model, stats
 
 

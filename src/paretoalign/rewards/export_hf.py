@@ -26,7 +26,7 @@ from torch import nn
 from paretoalign import __version__
 from paretoalign.atomic_io import atomic_directory
 from paretoalign.embed.chat_format import PLAIN_ASSISTANT_PREFIX, has_chat_template
-from paretoalign.embed.models import quiet_transformers
+from paretoalign.embed.models import check_remote_code, no_progress_bars, quiet_transformers
 from paretoalign.errors import InputError
 from paretoalign.rewards.reward_model import RewardModel, Weights
 
@@ -89,15 +89,21 @@ tokenizer does): with causal attention, padding after a text leaves its logits u
 {notes_text}"""
 
 
-def export_sequence_classifier(model: RewardModel, weights: Weights, output_dir: str | Path) -> Path:
+def export_sequence_classifier(model: RewardModel, weights: Weights, output_dir: str | Path, *,
+                               overwrite: bool = False) -> Path:
     """Write a transformers `AutoModelForSequenceClassification` directory scoring R_w = sum_i w_i r'_i.
 
     Only for causal-LM backbones (InputError otherwise). `weights` as in `RewardModel.score` (required: the
     gated score is not linear). The directory (written atomically) holds the model (safetensors, float32), the
     tokenizer (right padding; pad = eos if it had no pad token), README.md with the exact scoring recipe, and
-    paretoalign_export.json with the objectives and weights.
+    paretoalign_export.json with the objectives and weights. `output_dir` must be missing, empty or a previous
+    export (else InputError unless `overwrite`; see `paretoalign.output_paths`).
     """
+    from paretoalign.output_paths import HF_EXPORT, check_output_dir
+
     spec = model.backbone_spec
+    check_output_dir(output_dir, HF_EXPORT, inputs=[getattr(model.backbone, "model_path", None), spec.get("model")],
+                     overwrite=overwrite, field="output_dir")
     if spec.get("kind") != "causal_lm":
         raise InputError(f"only reward models on a causal-LM backbone can be exported as a sequence classifier; "
                          f"this one uses a {spec.get('kind')!r} backbone", field="backbone")
@@ -111,11 +117,14 @@ def export_sequence_classifier(model: RewardModel, weights: Weights, output_dir:
 
     from transformers import AutoModelForSequenceClassification
 
+    # The backbone object's setting is its loader's (the user's flag or API argument), never the saved spec's.
+    trust_remote_code = getattr(backbone, "trust_remote_code", False) is True
+    check_remote_code(model_path, trust_remote_code=trust_remote_code)
     # The load report would call the head "newly initialized, consider training": it is set just below.
     with quiet_transformers():
         classifier = AutoModelForSequenceClassification.from_pretrained(
             model_path, num_labels=1, dtype=torch.float32, use_safetensors=True,
-            trust_remote_code=bool(spec.get("trust_remote_code", False)))
+            trust_remote_code=trust_remote_code)
     head = getattr(classifier, "score", None)
     if not isinstance(head, nn.Linear) or tuple(head.weight.shape) != (1, u.shape[0]):
         raise InputError(f"{type(classifier).__name__} has no linear 'score' head of width {u.shape[0]}; this "
@@ -146,7 +155,7 @@ def export_sequence_classifier(model: RewardModel, weights: Weights, output_dir:
             "padding_side": "right"}
     readme = _readme(weights=weight_map, chat_template=info["chat_template"], pad_from_eos=pad_from_eos, spec=spec)
     target = Path(output_dir)
-    with atomic_directory(target) as tmp:
+    with atomic_directory(target) as tmp, no_progress_bars():
         classifier.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "README.md").write_text(readme, encoding="utf-8")

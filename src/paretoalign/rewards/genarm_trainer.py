@@ -77,11 +77,13 @@ def _wrap_lora(model, config: GenARMConfig):
     if importlib.util.find_spec("peft") is None:
         raise InputError("lora=True needs the optional 'peft' package: run `pip install peft`, or set lora=False "
                          "for full fine-tuning", field="lora")
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
+
+    from paretoalign.train.policy_setup import peft_model
 
     lora = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
                       lora_dropout=config.lora_dropout, target_modules=config.lora_target_modules)
-    return get_peft_model(model, lora)
+    return peft_model(model, lora)
 
 
 def _config_record(config: GenARMConfig) -> dict[str, Any]:
@@ -91,11 +93,18 @@ def _config_record(config: GenARMConfig) -> dict[str, Any]:
 
 
 def train_autoregressive_rm(config: GenARMConfig, pairs: Sequence[PreferencePair], model=None,
-                            tokenizer=None) -> tuple[Any, dict[str, Any]]:
+                            tokenizer=None, *, overwrite: bool = False) -> tuple[Any, dict[str, Any]]:
     """Train a GenARM autoregressive RM on preference pairs; return (the model in eval mode, training stats).
 
     A `model` object passed in is trained in place (with LoRA, the returned model is a new merged one).
+    `config.output_dir` is checked before anything loads (missing, empty or a previous one; else InputError unless
+    `overwrite`; see `paretoalign.output_paths`).
     """
+    if config.output_dir:
+        from paretoalign.output_paths import GENARM, check_output_dir, config_input_paths
+
+        check_output_dir(config.output_dir, GENARM, inputs=config_input_paths(config), overwrite=overwrite,
+                         field="output_dir")
     if not pairs:
         raise InputError("no preference pairs to train on", field="pairs")
     if model is None:
@@ -184,15 +193,22 @@ def train_autoregressive_rm(config: GenARMConfig, pairs: Sequence[PreferencePair
                              "output_dir": str(config.output_dir) if config.output_dir else None}
     if config.output_dir:
         save_autoregressive_rm(model, tokenizer, config.output_dir,
-                               record={"config": _config_record(config), "stats": stats})
+                               record={"config": _config_record(config), "stats": stats}, overwrite=overwrite)
     return model, stats
 
 
-def save_autoregressive_rm(model, tokenizer, output_dir: str | Path, record: dict[str, Any] | None = None) -> Path:
-    """Write model (safetensors), tokenizer and an optional training record to `output_dir` atomically."""
-    with atomic_directory(output_dir) as tmp:
+def save_autoregressive_rm(model, tokenizer, output_dir: str | Path, record: dict[str, Any] | None = None, *,
+                           overwrite: bool = False) -> Path:
+    """Write model (safetensors), tokenizer and the training record (`record`, {} when None) to `output_dir`
+    atomically; the record file marks the folder as ours (a folder holding anything else: InputError unless
+    `overwrite`)."""
+    from paretoalign.output_paths import GENARM, check_output_dir
+
+    check_output_dir(output_dir, GENARM, overwrite=overwrite, field="output_dir")
+    from paretoalign.embed.models import no_progress_bars
+
+    with atomic_directory(output_dir) as tmp, no_progress_bars():
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if record is not None:
-            write_json_atomic(tmp / TRAINING_RECORD, record)
+        write_json_atomic(tmp / TRAINING_RECORD, record if record is not None else {})
     return Path(output_dir)

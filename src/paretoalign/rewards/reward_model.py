@@ -120,6 +120,9 @@ class RewardModel:
         self.backbone_spec = dict(backbone_spec)
         self.metadata = dict(metadata or {})
         self._backbone = backbone
+        self.trust_remote_code = False
+        """Whether the backbone loaded from `backbone_spec` may run its model folder's own code: the caller's choice
+        (`from_pretrained`'s argument), never a setting read from a saved model."""
 
     def __repr__(self) -> str:
         return (f"RewardModel(objectives={self.objective_names}, feature_dim={self.feature_dim}, "
@@ -150,7 +153,7 @@ class RewardModel:
         if self._backbone is None:
             from paretoalign.embed.registry import load_backbone
 
-            self._backbone = load_backbone(self.backbone_spec)
+            self._backbone = load_backbone(self.backbone_spec, trust_remote_code=self.trust_remote_code is True)
         return self._backbone
 
     @backbone.setter
@@ -257,10 +260,17 @@ class RewardModel:
                 "feature_dim": self.feature_dim, "prompt_feature_dim": self.prompt_feature_dim,
                 "gating": self.gating.config(), "backbone": self.backbone_spec, "metadata": self.metadata}
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write config.json and model.safetensors to `directory`, atomically (replacing an existing one)."""
+    def save_pretrained(self, directory: str | Path, *, overwrite: bool = False) -> Path:
+        """Write config.json and model.safetensors to `directory`, atomically.
+
+        A previous reward model there is replaced; a folder holding anything else is refused (InputError) unless
+        `overwrite` (see `paretoalign.output_paths.check_output_dir`).
+        """
         from safetensors.torch import save_file
 
+        from paretoalign.output_paths import REWARD_MODEL, check_output_dir
+
+        check_output_dir(directory, REWARD_MODEL, overwrite=overwrite, field="directory")
         text = json.dumps(self.config(), indent=2, ensure_ascii=False, default=_json_default) + "\n"
         tensors = {"W": torch.from_numpy(self.W.copy()), "T": torch.from_numpy(self.T.copy()),
                    "baseline_w": torch.from_numpy(self.baseline_w.copy())}
@@ -274,8 +284,14 @@ class RewardModel:
         return target
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, *, backbone: Backbone | None = None) -> RewardModel:
-        """Load a model saved by `save_pretrained` (safetensors only). `backbone` replaces the saved spec's one."""
+    def from_pretrained(cls, directory: str | Path, *, backbone: Backbone | None = None,
+                        trust_remote_code: bool = False) -> RewardModel:
+        """Load a model saved by `save_pretrained` (safetensors only). `backbone` replaces the saved spec's one.
+
+        `trust_remote_code` (the caller's choice; a value stored in config.json is ignored) lets the backbone's model
+        folder run its own Python code. Without it, a backbone folder that asks for that is refused right here,
+        before any work (`paretoalign.embed.models.check_remote_code`).
+        """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -337,11 +353,23 @@ class RewardModel:
             raise InputError(f"the backbone gives features of size ({backbone.feature_dim}, "
                              f"{backbone.prompt_feature_dim}) but the model in {root} expects ({d}, {dp})",
                              field="backbone")
+        spec = config["backbone"]
+        if not isinstance(spec, dict):
+            raise ModelFormatError(f"{config_path}: 'backbone' must be an object (the backbone spec), got {spec!r}")
+        spec = {key: value for key, value in spec.items() if key != "trust_remote_code"}  # never honoured
         try:
-            return cls(objective_names=names, objective_kinds=config["objective_kinds"],
-                       W=tensors["W"].float().numpy(), T=tensors["T"].float().numpy(), gating=gating,
-                       baseline_w=tensors["baseline_w"].float().numpy(), backbone_spec=config["backbone"],
-                       metadata=config.get("metadata") or {}, backbone=backbone)
+            model = cls(objective_names=names, objective_kinds=config["objective_kinds"],
+                        W=tensors["W"].float().numpy(), T=tensors["T"].float().numpy(), gating=gating,
+                        baseline_w=tensors["baseline_w"].float().numpy(), backbone_spec=spec,
+                        metadata=config.get("metadata") or {}, backbone=backbone)
         except ValueError as exc:
             raise ModelFormatError(f"{root}: inconsistent model ({exc})") from exc
+        model.trust_remote_code = trust_remote_code is True
+        source = spec.get("model")
+        if backbone is None and isinstance(source, str) and Path(source).expanduser().is_dir():
+            from paretoalign.embed.models import check_remote_code
+
+            check_remote_code(Path(source).expanduser(), trust_remote_code=model.trust_remote_code,
+                              context=f"the backbone of the reward model in {root}")
+        return model
 

@@ -48,7 +48,7 @@ from paretoalign.train.rollout import (
     sample_rows,
     score_samples,
 )
-from paretoalign.train.run import TrainingRun, finish_run, start_run, write_checkpoint
+from paretoalign.train.run import TrainingRun, check_run_dir, finish_run, start_run, write_checkpoint
 from paretoalign.train.sequences import collate_rows, forward_logits, sequence_logprob_sums, token_kl
 from paretoalign.train.weight_ops import ema_update_
 
@@ -105,12 +105,17 @@ def _anchor_state(run: TrainingRun, anchor: Reference) -> dict[str, torch.Tensor
 
 
 def train_bond(config: BONDConfig, prompts: Sequence[Any] | None = None, *, model: Any = None, tokenizer: Any = None,
-               reward_model: Any = None) -> tuple[Any, dict[str, Any]]:
-    """Train a policy with J-BOND or BOND; returns (the trained plain model in eval mode, stats)."""
+               reward_model: Any = None, overwrite: bool = False) -> tuple[Any, dict[str, Any]]:
+    """Train a policy with J-BOND or BOND; returns (the trained plain model in eval mode, stats).
+
+    ``config.output_dir``: missing, empty or a run of the same variant (resumed); any other folder only with
+    `overwrite` (emptied, the run starts over). Checked before anything loads."""
+    check_run_dir(config.variant, config, overwrite=overwrite)
     prompts, reward_model = online_inputs(config, prompts, reward_model)
     jbond = config.variant == "jbond"
     initial = initial_copy(config, model) if (jbond or (not config.lora and config.reference is None)) else None
-    run = start_run(config.variant, config, config.max_steps or 1, model=model, tokenizer=tokenizer)
+    run = start_run(config.variant, config, config.max_steps or 1, model=model, tokenizer=tokenizer,
+                    overwrite=overwrite)
     if jbond:
         anchor = Reference(initial.to(run.device))
         if run.checkpoint is not None and "anchor" in run.checkpoint.tensor_groups:

@@ -69,8 +69,10 @@ def config_record(config: Any) -> dict[str, Any]:
 
 def save_checkpoint(run_dir: str | Path, *, step: int, trainable: dict[str, torch.Tensor],
                     optimizer: torch.optim.Optimizer | None, config: Any, method_state: dict[str, Any] | None = None,
-                    tensor_groups: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
-    """Write `run_dir/checkpoint` atomically (replacing the previous one)."""
+                    tensor_groups: dict[str, dict[str, torch.Tensor]] | None = None,
+                    elapsed_s: float | None = None) -> Path:
+    """Write `run_dir/checkpoint` atomically (replacing the previous one); `elapsed_s`: the run's training time so
+    far, which a resumed run continues from (metrics' elapsed_s stays cumulative)."""
     target = Path(run_dir) / CHECKPOINT_DIR
     with atomic_directory(target) as tmp:
         save_file(_contiguous(trainable), str(tmp / "trainable.safetensors"))
@@ -81,7 +83,7 @@ def save_checkpoint(run_dir: str | Path, *, step: int, trainable: dict[str, torc
         for group, tensors in (tensor_groups or {}).items():
             save_file(_contiguous(tensors), str(tmp / f"{group}.safetensors"))
         write_json_atomic(tmp / STATE_FILE, {
-            "step": step, "method_state": method_state or {}, "optimizer": meta,
+            "step": step, "elapsed_s": float(elapsed_s or 0.0), "method_state": method_state or {}, "optimizer": meta,
             "tensor_groups": sorted(tensor_groups or {}), "config": config_record(config)})
     return target
 
@@ -97,6 +99,8 @@ class Checkpoint:
     method_state: dict[str, Any]
     tensor_groups: dict[str, dict[str, torch.Tensor]]
     config: dict[str, Any]
+    elapsed_s: float = 0.0
+    """Training seconds before this checkpoint (0 for checkpoints written before it was recorded)."""
 
 
 def load_checkpoint(run_dir: str | Path) -> Checkpoint | None:
@@ -108,6 +112,7 @@ def load_checkpoint(run_dir: str | Path) -> Checkpoint | None:
     try:
         state = json.loads(state_path.read_text(encoding="utf-8"))
         step = int(state["step"])
+        elapsed = float(state.get("elapsed_s") or 0.0)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise InputError(f"unreadable checkpoint state: {exc}", path=str(state_path)) from exc
     opt_path = directory / "optimizer.safetensors"
@@ -115,7 +120,7 @@ def load_checkpoint(run_dir: str | Path) -> Checkpoint | None:
     return Checkpoint(step=step, trainable=load_file(str(directory / "trainable.safetensors")),
                       optimizer_tensors=load_file(str(opt_path)) if opt_path.is_file() else {},
                       optimizer_meta=state.get("optimizer", {}), method_state=state.get("method_state", {}),
-                      tensor_groups=groups, config=state.get("config", {}))
+                      tensor_groups=groups, config=state.get("config", {}), elapsed_s=elapsed)
 
 
 def check_resumable(checkpoint: Checkpoint, config: Any, run_dir: str | Path) -> None:

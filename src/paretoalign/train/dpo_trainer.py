@@ -16,6 +16,7 @@ followed by the reply-end token (`sequences.encode_pair`).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,7 @@ from paretoalign.errors import InputError
 from paretoalign.inference.policy import as_messages
 from paretoalign.train.dpo_config import DPOConfig
 from paretoalign.train.policy_setup import build_reference, initial_copy
-from paretoalign.train.run import TrainingRun, finish_run, start_run, write_checkpoint
+from paretoalign.train.run import TrainingRun, check_run_dir, finish_run, start_run, write_checkpoint
 from paretoalign.train.sequences import Row, encode_pair, row_logprob_sums
 
 PairLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[int]],
@@ -116,17 +117,24 @@ def pair_logprobs(run: TrainingRun, reference: Any, pairs: Sequence[EncodedPair]
 
 
 def run_pairwise_training(method: str, config: DPOConfig, pairs: Sequence[PreferencePair], loss_fn: PairLoss, *,
-                          model: Any = None, tokenizer: Any = None, extra_stats: dict[str, Any] | None = None
-                          ) -> tuple[Any, dict[str, Any]]:
+                          model: Any = None, tokenizer: Any = None, extra_stats: dict[str, Any] | None = None,
+                          overwrite: bool = False) -> tuple[Any, dict[str, Any]]:
     """Train on preference pairs with a pairwise loss; returns (trained plain model, stats)."""
+    check_run_dir(method, config, overwrite=overwrite)
     if not pairs:
         raise InputError("no preference pairs to train on", field="data")
     total = steps_for(len(pairs), config.batch_size, config.epochs, config.max_steps)
     needs_initial = not config.lora and config.reference is None
     initial = initial_copy(config, model) if needs_initial else None
-    run = start_run(method, config, total, model=model, tokenizer=tokenizer)
+    run = start_run(method, config, total, model=model, tokenizer=tokenizer, overwrite=overwrite)
     reference = build_reference(run.policy, config, initial)
     encoded = encode_pairs(run.tokenizer, pairs, config.max_length, run.end_id)
+    cut_rows = sum(p.truncated for p in encoded)
+    if cut_rows and run.accelerator.is_main_process:
+        cut_pairs = sum(p.truncated > 0 for p in encoded)
+        print(f"{method}: {cut_rows:,} of {2 * len(encoded):,} rows ({cut_pairs:,} of {len(encoded):,} pairs) are "
+              f"longer than max_length={config.max_length} tokens and were cut (prompt from the left first, then the "
+              "response from the right); raise max_length to keep more", file=sys.stderr)
     micro = config.micro_batch_size or config.batch_size
     for epoch, indices in batch_indices(len(encoded), config.batch_size, config.seed, run.step, total):
         mine = run.shard(indices)
@@ -147,17 +155,22 @@ def run_pairwise_training(method: str, config: DPOConfig, pairs: Sequence[Prefer
         if run.checkpoint_due():
             write_checkpoint(run)
     write_checkpoint(run)
-    stats = {"num_pairs": len(encoded), "truncated_rows": sum(p.truncated for p in encoded), **(extra_stats or {})}
+    stats = {"num_pairs": len(encoded), "truncated_rows": cut_rows, "total_rows": 2 * len(encoded),
+             "truncated_pairs": sum(p.truncated > 0 for p in encoded), **(extra_stats or {})}
     return finish_run(run, stats), stats
 
 
 def train_dpo(config: DPOConfig, pairs: Sequence[PreferencePair] | None = None, *, model: Any = None,
-              tokenizer: Any = None) -> tuple[Any, dict[str, Any]]:
-    """Train a policy with DPO; returns (the trained plain model in eval mode, stats)."""
+              tokenizer: Any = None, overwrite: bool = False) -> tuple[Any, dict[str, Any]]:
+    """Train a policy with DPO; returns (the trained plain model in eval mode, stats).
+
+    ``config.output_dir`` must be missing, empty or a DPO run (resumed); any other folder only with `overwrite`
+    (emptied, the run starts over). Checked before anything loads."""
+    check_run_dir("dpo", config, overwrite=overwrite)
     if pairs is None:
         pairs = load_pairs(config.data, config.objective, config.max_pairs)
 
     def loss_fn(pc, pr, rc, rr, _idx):
         return dpo_loss(pc, pr, rc, rr, config.beta)
 
-    return run_pairwise_training("dpo", config, pairs, loss_fn, model=model, tokenizer=tokenizer)
+    return run_pairwise_training("dpo", config, pairs, loss_fn, model=model, tokenizer=tokenizer, overwrite=overwrite)

@@ -120,17 +120,19 @@ def policy_source(ref: str) -> str:
 
 
 def merge_policies(op: str, *, init: str | None, models: list[str], output_dir: str, lam: float | None = None,
-                   eta: float | None = None, mu: float | None = None) -> Path:
-    """Apply `op` ("slerp", "liti" or "ema") to saved policies and write the result to `output_dir`; return it."""
+                   eta: float | None = None, mu: float | None = None, overwrite: bool = False) -> Path:
+    """Apply `op` ("slerp", "liti" or "ema") to saved policies and write the result to `output_dir`; return it.
+
+    `output_dir` must be missing, empty or a previous merge, and no input (else InputError; any other folder is
+    replaced only with `overwrite`; see `paretoalign.output_paths`)."""
+    from paretoalign.output_paths import MERGE, check_output_dir
+
+    check_output_dir(output_dir, MERGE, inputs=[init, *models], overwrite=overwrite, field="--output-dir")
     models = [policy_source(m) for m in models]
     init = policy_source(init) if init is not None else None
     _check_arguments(op, init, models, lam, eta, mu)
     inputs = ([str(init)] if init is not None else []) + models
-    out_resolved = Path(output_dir).resolve()
-    for path in inputs:
-        if Path(path).resolve() == out_resolved:
-            raise InputError("the output directory is one of the inputs; choose another", path=str(output_dir),
-                             field="--output-dir")
+    check_output_dir(output_dir, MERGE, inputs=inputs, overwrite=overwrite, field="--output-dir")
     check_same_architecture(inputs)
     loaded = {path: load_policy_state(path)[0] for path in inputs}
     check_compatible(loaded)

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from paretoalign.atomic_io import write_jsonl_atomic
+from paretoalign.atomic_io import dumps_json, write_jsonl_atomic
 from paretoalign.errors import InputError
 
 METRICS_FILE = "metrics.jsonl"
@@ -47,7 +47,7 @@ class MetricsLog:
         self.records.append(clean)
         if self.path is not None:
             with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(clean) + "\n")
+                f.write(dumps_json(clean) + "\n")  # NaN / inf as null: valid JSON
         if self._writer is not None:
             for key, value in clean.items():
                 if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -30,6 +30,7 @@ from paretoalign.errors import InputError
 from paretoalign.inference.policy import as_messages
 from paretoalign.train.dpo_trainer import encode_pairs, load_pairs, run_pairwise_training
 from paretoalign.train.modpo_config import MODPOConfig
+from paretoalign.train.run import check_run_dir, claim_run
 from paretoalign.train.sequences import pad_token_id, reply_end_token_id, row_logprob_sums
 
 
@@ -99,7 +100,7 @@ def compute_margins(config: MODPOConfig, pairs: Sequence[PreferencePair], reward
         if reward_model is None:
             from paretoalign.inference.best_of_n import load_reward_model
 
-            reward_model = load_reward_model(config.reward_model)
+            reward_model = load_reward_model(config.reward_model, trust_remote_code=config.trust_remote_code)
         return reward_model_margins(reward_model, pairs, config.margin_objectives)
     from paretoalign.embed.models import load_causal_lm
 
@@ -111,12 +112,14 @@ def compute_margins(config: MODPOConfig, pairs: Sequence[PreferencePair], reward
 
 
 def train_modpo(config: MODPOConfig, pairs: Sequence[PreferencePair] | None = None, *, model: Any = None,
-                tokenizer: Any = None, reward_model: Any = None, margins: tuple[np.ndarray, np.ndarray] | None = None
-                ) -> tuple[Any, dict[str, Any]]:
+                tokenizer: Any = None, reward_model: Any = None, margins: tuple[np.ndarray, np.ndarray] | None = None,
+                overwrite: bool = False) -> tuple[Any, dict[str, Any]]:
     """Train a policy with MODPO; returns (the trained plain model in eval mode, stats).
 
-    `margins` (chosen, rejected), each (pairs, k − 1), skips computing them.
+    `margins` (chosen, rejected), each (pairs, k − 1), skips computing them. ``config.output_dir``: as in
+    `train_dpo` (a MODPO run is resumed; another folder only with `overwrite`).
     """
+    check_run_dir("modpo", config, overwrite=overwrite)
     if pairs is None:
         pairs = load_pairs(config.data, config.objective, config.max_pairs)
     if margins is None:
@@ -135,7 +138,7 @@ def train_modpo(config: MODPOConfig, pairs: Sequence[PreferencePair] | None = No
     extra = {"weights": list(config.weights), "margin_objectives": list(config.margin_objectives),
              "mean_margin_difference": dict(zip(config.margin_objectives, diff, strict=True))}
     return run_pairwise_training("modpo", config, pairs, loss_fn, model=model, tokenizer=tokenizer,
-                                 extra_stats=extra)
+                                 extra_stats=extra, overwrite=overwrite)
 
 
 def sweep_directory(output_dir: str, weights: Sequence[float]) -> str:
@@ -144,13 +147,17 @@ def sweep_directory(output_dir: str, weights: Sequence[float]) -> str:
 
 
 def train_modpo_sweep(config: MODPOConfig, pairs: Sequence[PreferencePair] | None = None, *,
-                      reward_model: Any = None) -> list[dict[str, Any]]:
-    """Train one MODPO policy per weighting of config.sweep_weights (margins computed once); returns their stats."""
+                      reward_model: Any = None, overwrite: bool = False) -> list[dict[str, Any]]:
+    """Train one MODPO policy per weighting of config.sweep_weights (margins computed once); returns their stats.
+
+    ``config.output_dir`` (holding one run folder per weighting) is checked first, as in `train_modpo`."""
+    check_run_dir("modpo", config, overwrite=overwrite)
     if not config.sweep_weights:
         raise InputError("sweep_weights is empty", field="sweep_weights")
     if pairs is None:
         pairs = load_pairs(config.data, config.objective, config.max_pairs)
     margins = compute_margins(config, pairs, reward_model)
+    claim_run("modpo", config, overwrite=overwrite)
     results = []
     for weights in config.sweep_weights:
         sub = dataclasses.replace(config, weights=list(weights), sweep_weights=None,

@@ -48,5 +48,7 @@ class OnlineTrainingConfig(PolicyTrainingConfig):
         try:
             return SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
                                   max_new_tokens=self.max_new_tokens)
-        except (ValueError, InputError) as exc:
+        except InputError as exc:
+            raise InputError(exc.reason, field=exc.field or "sampling") from None
+        except ValueError as exc:
             raise InputError(str(exc), field="sampling") from None

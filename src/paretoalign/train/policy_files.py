@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from paretoalign import __version__
@@ -37,7 +37,8 @@ ARCHITECTURE_KEYS = ("model_type", "architectures", "hidden_size", "n_embd", "d_
 def _directory(directory: str | Path) -> Path:
     path = Path(directory)
     if not path.is_dir():
-        raise InputError("not a directory (expected a saved transformers policy)", path=str(path))
+        raise InputError("not a directory (" + ("no such folder; " if not path.exists() else "")
+                         + "expected a saved transformers policy)", path=str(path))
     return path
 
 
@@ -45,7 +46,7 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     """The config.json of a saved policy."""
     path = _directory(directory) / "config.json"
     if not path.is_file():
-        raise InputError("no config.json: not a saved transformers model", path=str(path.parent))
+        raise InputError(f"no model found in {path.parent} (no config.json: not a saved transformers model)")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -87,7 +88,11 @@ def load_policy_state(directory: str | Path) -> tuple[dict[str, torch.Tensor], d
     config = read_config(directory)
     state: dict[str, torch.Tensor] = {}
     for file in weight_files(directory):
-        for key, tensor in load_file(str(file), device="cpu").items():
+        try:
+            tensors = load_file(str(file), device="cpu")
+        except (SafetensorError, OSError) as exc:
+            raise _unreadable(file, exc) from None
+        for key, tensor in tensors.items():
             if key in state:
                 raise InputError(f"tensor {key!r} appears in more than one shard", path=str(file), field=key)
             state[key] = tensor
@@ -98,10 +103,17 @@ def tensor_shapes(directory: str | Path) -> dict[str, tuple[int, ...]]:
     """{tensor name: shape} from the safetensors headers, without loading the weights."""
     shapes: dict[str, tuple[int, ...]] = {}
     for file in weight_files(directory):
-        with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():
-                shapes[key] = tuple(f.get_slice(key).get_shape())
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():
+                    shapes[key] = tuple(f.get_slice(key).get_shape())
+        except (SafetensorError, OSError) as exc:
+            raise _unreadable(file, exc) from None
     return shapes
+
+
+def _unreadable(file: Path, exc: Exception) -> InputError:
+    return InputError(f"not a readable safetensors file, corrupt or cut short ({exc})", path=str(file))
 
 
 def check_same_architecture(dirs: Sequence[str | Path]) -> None:

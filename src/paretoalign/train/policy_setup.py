@@ -15,6 +15,7 @@ and log-probs are then deterministic functions of the weights and the seed.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -47,14 +48,28 @@ def training_device(config: PolicyTrainingConfig) -> torch.device:
     return PartialState().device
 
 
+def peft_model(model: Any, lora: Any) -> Any:
+    """``peft.get_peft_model(model, lora)`` without its FutureWarning on transformers 5.
+
+    peft 0.21.2 (the newest release) asks ``model.is_gradient_checkpointing``, which transformers 5.23 deprecated for
+    ``is_activation_checkpointing``, so every LoRA run (DPO, MODPO, BOND, WARP, GenARM) warned once. Only that one
+    message is hidden, only during this call; we never enable checkpointing, so the answer is False either way.
+    """
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, lora)
+
+
 def wrap_lora(model: Any, config: PolicyTrainingConfig) -> Any:
     """`model` with fresh LoRA adapters (seeded by config.seed); only the adapters train."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     torch.manual_seed(config.seed)
     lora = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
                       target_modules=config.lora_target_modules)
-    return get_peft_model(model, lora)
+    return peft_model(model, lora)
 
 
 def load_policy_for_training(config: PolicyTrainingConfig, model: Any = None, tokenizer: Any = None

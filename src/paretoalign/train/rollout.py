@@ -114,7 +114,8 @@ def online_inputs(config: Any, prompts: Sequence[Any] | None, reward_model: Any)
     from paretoalign.inference.best_of_n import load_reward_model
 
     prompts = list(prompts) if prompts is not None else load_prompts(config.prompts, config.max_prompts)
-    reward_model = load_reward_model(reward_model if reward_model is not None else config.reward_model)
+    reward_model = load_reward_model(reward_model if reward_model is not None else config.reward_model,
+                                     trust_remote_code=config.trust_remote_code)
     if config.weights is not None:
         unknown = [k for k in config.weights if k not in reward_model.objective_names]
         if unknown:

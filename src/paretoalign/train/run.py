@@ -16,6 +16,7 @@ Assumes one method per run directory; trainers compose these functions rather th
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import torch
 from paretoalign.atomic_io import atomic_directory, write_json_atomic
 from paretoalign.errors import InputError
 from paretoalign.train.checkpoint import (
+    CHECKPOINT_DIR,
     Checkpoint,
     check_resumable,
     config_record,
@@ -119,13 +121,36 @@ class TrainingRun:
         return self.run_dir is not None and every is not None and self.step % every == 0 and not self.done
 
 
+def check_run_dir(method: str, config: PolicyTrainingConfig, *, overwrite: bool = False) -> None:
+    """InputError, before any work, unless ``config.output_dir`` may hold a `method` run: missing, empty or a run of
+    the same method (resumed), or any folder with `overwrite` (then replaced). See `paretoalign.output_paths`."""
+    if config.output_dir:
+        from paretoalign.output_paths import check_output_dir, config_input_paths, training_run
+
+        check_output_dir(config.output_dir, training_run(method), inputs=config_input_paths(config),
+                         overwrite=overwrite, field="output_dir")
+
+
+def claim_run(method: str, config: PolicyTrainingConfig, *, overwrite: bool = False) -> None:
+    """Check ``config.output_dir`` again and mark it as a `method` run (with `overwrite`: emptied first)."""
+    if config.output_dir:
+        from paretoalign.output_paths import claim_run_dir, config_input_paths
+
+        claim_run_dir(config.output_dir, method, overwrite=overwrite, inputs=config_input_paths(config))
+
+
 def start_run(method: str, config: PolicyTrainingConfig, total_steps: int, *, model: Any = None,
-              tokenizer: Any = None) -> TrainingRun:
-    """Load the policy, build AdamW, and restore ``output_dir/checkpoint`` when resuming."""
+              tokenizer: Any = None, overwrite: bool = False) -> TrainingRun:
+    """Load the policy, build AdamW, and restore ``output_dir/checkpoint`` when resuming.
+
+    ``output_dir`` is checked first (`check_run_dir`) and claimed (`claim_run`) once the policy has loaded; with
+    `overwrite`, a folder that held anything (a previous run included) is emptied and the run starts over.
+    """
     from accelerate import Accelerator
 
     if total_steps < 1:
         raise InputError(f"nothing to train: {total_steps} steps", field="max_steps")
+    check_run_dir(method, config, overwrite=overwrite)
     policy, tokenizer = load_policy_for_training(config, model, tokenizer)
     params = list(trainable_parameters(policy).values())
     if not params:
@@ -134,6 +159,9 @@ def start_run(method: str, config: PolicyTrainingConfig, total_steps: int, *, mo
     accelerator = Accelerator(cpu=training_device(config).type == "cpu")
     prepared, optimizer = accelerator.prepare(policy, optimizer)
     run_dir = Path(config.output_dir) if config.output_dir else None
+    if run_dir is not None and accelerator.is_main_process:
+        claim_run(method, config, overwrite=overwrite)
+    accelerator.wait_for_everyone()
     checkpoint = load_checkpoint(run_dir) if run_dir is not None and config.resume else None
     step = 0
     if checkpoint is not None:
@@ -147,6 +175,11 @@ def start_run(method: str, config: PolicyTrainingConfig, total_steps: int, *, mo
                       optimizer=optimizer, accelerator=accelerator, total_steps=total_steps, run_dir=run_dir,
                       metrics=metrics, step=step, checkpoint=checkpoint, pad_id=pad_token_id(tokenizer),
                       end_id=reply_end_token_id(tokenizer, policy))
+    if checkpoint is not None:
+        run.started -= checkpoint.elapsed_s  # elapsed_s (metrics, train_s) stays cumulative across resumes
+        if accelerator.is_main_process:
+            print(f"{method}: resuming from step {step} of {total_steps} ({run_dir / CHECKPOINT_DIR})",
+                  file=sys.stderr)
     if config.progress and accelerator.is_main_process:
         from tqdm.auto import tqdm
 
@@ -160,7 +193,8 @@ def write_checkpoint(run: TrainingRun, *, method_state: dict[str, Any] | None = 
     if run.run_dir is None or not run.accelerator.is_main_process:
         return
     save_checkpoint(run.run_dir, step=run.step, trainable=trainable_parameters(run.policy), optimizer=run.optimizer,
-                    config=run.config, method_state=method_state, tensor_groups=tensor_groups)
+                    config=run.config, method_state=method_state, tensor_groups=tensor_groups,
+                    elapsed_s=time.perf_counter() - run.started)
 
 
 def merged_policy(policy: Any) -> Any:
@@ -170,7 +204,9 @@ def merged_policy(policy: Any) -> Any:
 
 def save_policy(model: Any, tokenizer: Any, directory: str | Path, record: dict[str, Any]) -> Path:
     """Write a plain causal LM (safetensors), its tokenizer and `record` to `directory` atomically."""
-    with atomic_directory(directory) as tmp:
+    from paretoalign.embed.models import no_progress_bars
+
+    with atomic_directory(directory) as tmp, no_progress_bars():
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_json_atomic(tmp / TRAINING_RECORD, record)

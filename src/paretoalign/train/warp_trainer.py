@@ -48,7 +48,16 @@ from paretoalign.train.rollout import (
     sample_rows,
     score_samples,
 )
-from paretoalign.train.run import POLICY_DIR, TRAINING_RECORD, finish_run, save_policy, start_run, write_checkpoint
+from paretoalign.train.run import (
+    POLICY_DIR,
+    TRAINING_RECORD,
+    check_run_dir,
+    claim_run,
+    finish_run,
+    save_policy,
+    start_run,
+    write_checkpoint,
+)
 from paretoalign.train.sequences import row_logprob_sums
 from paretoalign.train.warp_config import WARPConfig
 from paretoalign.train.weight_ops import ema_update_, liti, slerp
@@ -176,11 +185,15 @@ def _model_with(template: Any, state: dict[str, torch.Tensor]) -> Any:
 
 
 def train_warp(config: WARPConfig, prompts: Sequence[Any] | None = None, *, model: Any = None, tokenizer: Any = None,
-               reward_model: Any = None) -> tuple[Any, dict[str, Any]]:
-    """Run WARP; returns (the final LITI policy as a plain model, stats with per-iteration merge summaries)."""
+               reward_model: Any = None, overwrite: bool = False) -> tuple[Any, dict[str, Any]]:
+    """Run WARP; returns (the final LITI policy as a plain model, stats with per-iteration merge summaries).
+
+    ``config.output_dir``: missing, empty or a WARP run (resumed); any other folder only with `overwrite` (emptied,
+    the run starts over). Checked before anything loads."""
     from paretoalign.embed.models import load_causal_lm
     from paretoalign.train.weight_ops import merge_report
 
+    check_run_dir("warp", config, overwrite=overwrite)
     prompts, reward_model = online_inputs(config, prompts, reward_model)
     if model is None:
         model, tokenizer = load_causal_lm(config.model, trust_remote_code=config.trust_remote_code)
@@ -190,6 +203,7 @@ def train_warp(config: WARPConfig, prompts: Sequence[Any] | None = None, *, mode
     for p in template.parameters():
         p.requires_grad_(False)
     theta_init = {k: v.detach().clone() for k, v in template.state_dict().items()}
+    claim_run("warp", config, overwrite=overwrite)
     iterations = []
     retrained = False
     for it in range(config.iterations):
