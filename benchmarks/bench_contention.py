@@ -185,7 +185,12 @@ def main(argv=None) -> int:
     conditions = args.conditions.split(",")
     print(f"{available_cpus()} CPUs available; Best-of-{args.n} x {args.max_new_tokens} tokens (SmolLM2), "
           f"embedding {args.rows} HH rows (SmolLM2); median of {args.repeats}", flush=True)
-    results: dict = {"settings": {k: str(v) for k, v in vars(args).items() if k not in ("worker", "loop", "burn")},
+    settings = {k: v for k, v in vars(args).items() if k not in ("worker", "loop", "burn")}
+    for key in ("output", "data"):  # no machine-specific paths in the results
+        path = Path(settings[key])
+        if path.is_absolute() and path.resolve().is_relative_to(HERE.parent):
+            settings[key] = path.resolve().relative_to(HERE.parent)
+    results: dict = {"settings": {k: str(v) for k, v in settings.items()},
                      "cpus": available_cpus(), "runs": {}}
     t_start = time.perf_counter()
     for workload in workloads:

@@ -8,7 +8,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,62 +24,28 @@ DEBUG_HELP = "On an error, print the full Python traceback too (also: PARETOALIG
 # ---------------------------------------------------------------- argparse value checks
 # argparse names the flag in its error ("argument --batch-size: must be an integer >= 1, got '0'") and exits 2
 # before any work; the flags below use these instead of a bare int / float.
-def _number(text: str, kind: type, what: str):
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-    return value
+def _checked_number(kind: type, what: str, ok: Callable[[Any], bool]) -> Callable[[str], Any]:
+    """An argparse `type=` that parses `kind` and accepts only finite values for which `ok(value)` holds."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or (isinstance(value, float) and not math.isfinite(value)) or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    parse.__doc__ = f"{what[0].upper()}{what[1:]}."
+    return parse
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
-    value = _number(text, int, "an integer >= 1")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """An integer >= 0."""
-    value = _number(text, int, "an integer >= 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0."""
-    value = _number(text, float, "a finite number >= 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
-    value = _number(text, float, "a finite number > 0")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def probability(text: str) -> float:
-    """A number in (0, 1] (nucleus mass)."""
-    value = _number(text, float, "a number in (0, 1]")
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}")
-    return value
-
-
-def unit_fraction(text: str) -> float:
-    """A number in [0, 1]."""
-    value = _number(text, float, "a number in [0, 1]")
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
-    return value
+positive_int = _checked_number(int, "an integer >= 1", lambda v: v >= 1)
+non_negative_int = _checked_number(int, "an integer >= 0", lambda v: v >= 0)
+non_negative_float = _checked_number(float, "a finite number >= 0", lambda v: v >= 0)
+positive_float = _checked_number(float, "a finite number > 0", lambda v: v > 0)
+probability = _checked_number(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
+unit_fraction = _checked_number(float, "a number in [0, 1]", lambda v: 0 <= v <= 1)
 
 
 def check_input_file(path: str | None, field: str) -> None:

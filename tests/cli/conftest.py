@@ -9,6 +9,21 @@ from paretoalign.cli import main
 WORDS = ["clear", "steps", "example", "bread", "flour", "water", "capital", "paris", "sorry", "help"]
 
 
+def forbid_calls(monkeypatch, targets, reason: str) -> list[str]:
+    """Make each (owner, attribute) raise AssertionError when called; returns the list of the names that were called."""
+    calls: list[str] = []
+
+    def forbidden(name):
+        def fail(*args, **kwargs):
+            calls.append(name)
+            raise AssertionError(f"{name} ran: {reason}")
+        return fail
+
+    for owner, name in targets:
+        monkeypatch.setattr(owner, name, forbidden(f"{getattr(owner, '__name__', owner)}.{name}"))
+    return calls
+
+
 def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

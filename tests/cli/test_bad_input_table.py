@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from paretoalign.cli import main
-from tests.cli.conftest import toy_pairs
+from tests.cli.conftest import forbid_calls, toy_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -421,18 +421,13 @@ def no_model_loads(monkeypatch):
     import paretoalign.train.policy_setup  # noqa: F401  before it is patched, or they would keep the patch)
     import paretoalign.train.run
 
-    def forbidden(name):
-        def fail(*args, **kwargs):
-            raise AssertionError(f"{name} ran: the bad input should have been refused before it")
-        return fail
-
-    for owner, name in [(paretoalign.rewards.reward_model.RewardModel, "from_pretrained"),
-                        (paretoalign.inference.policy.Policy, "from_pretrained"),
-                        (paretoalign.embed.models, "load_causal_lm"),
-                        (paretoalign.embed.registry, "load_backbone"),
-                        (paretoalign.train.run, "load_policy_for_training"),
-                        (paretoalign.train.merge, "load_policy_state")]:
-        monkeypatch.setattr(owner, name, forbidden(f"{getattr(owner, '__name__', owner)}.{name}"))
+    forbid_calls(monkeypatch, [(paretoalign.rewards.reward_model.RewardModel, "from_pretrained"),
+                               (paretoalign.inference.policy.Policy, "from_pretrained"),
+                               (paretoalign.embed.models, "load_causal_lm"),
+                               (paretoalign.embed.registry, "load_backbone"),
+                               (paretoalign.train.run, "load_policy_for_training"),
+                               (paretoalign.train.merge, "load_policy_state")],
+                 "the bad input should have been refused before it")
 
 
 def _needs_model_loads_blocked(request, before: bool):

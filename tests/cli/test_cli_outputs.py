@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from paretoalign.cli import main
-from tests.cli.conftest import toy_pairs, write_jsonl
+from tests.cli.conftest import forbid_calls, toy_pairs, write_jsonl
 from tests.test_output_paths import leftovers, snapshot, user_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -28,24 +28,15 @@ def no_work(monkeypatch):
     import paretoalign.train.merge
     import paretoalign.train.run
 
-    calls: list[str] = []
-
-    def forbidden(name):
-        def fail(*args, **kwargs):
-            calls.append(name)
-            raise AssertionError(f"{name} ran before the output was checked")
-        return fail
-
-    for owner, name in [(paretoalign.rewards.reward_model.RewardModel, "from_pretrained"),
-                        (paretoalign.inference.policy.Policy, "from_pretrained"),
-                        (paretoalign.embed.models, "load_causal_lm"),
-                        (paretoalign.rewards.genarm_trainer, "load_causal_lm"),
-                        (paretoalign.rewards.armo_trainer, "load_config_data"),
-                        (paretoalign.rewards.armo_trainer, "train_reward_model"),
-                        (paretoalign.train.run, "load_policy_for_training"),
-                        (paretoalign.train.merge, "load_policy_state")]:
-        monkeypatch.setattr(owner, name, forbidden(f"{getattr(owner, '__name__', owner)}.{name}"))
-    return calls
+    return forbid_calls(monkeypatch, [(paretoalign.rewards.reward_model.RewardModel, "from_pretrained"),
+                                      (paretoalign.inference.policy.Policy, "from_pretrained"),
+                                      (paretoalign.embed.models, "load_causal_lm"),
+                                      (paretoalign.rewards.genarm_trainer, "load_causal_lm"),
+                                      (paretoalign.rewards.armo_trainer, "load_config_data"),
+                                      (paretoalign.rewards.armo_trainer, "train_reward_model"),
+                                      (paretoalign.train.run, "load_policy_for_training"),
+                                      (paretoalign.train.merge, "load_policy_state")],
+                        "the output should have been checked before it")
 
 
 @pytest.fixture()
