@@ -59,6 +59,14 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def read_json_or_none(path: str | os.PathLike) -> Any:
+    """The parsed JSON file, or None when it is absent or unreadable (callers that must report it read it again)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+
+
 def dumps_json(obj: Any, **kwargs: Any) -> str:
     """json.dumps of `json_safe(obj)`: never writes NaN or Infinity (`allow_nan=False` guards it)."""
     return json.dumps(json_safe(obj), ensure_ascii=False, allow_nan=False, **kwargs)

@@ -18,7 +18,6 @@ The checks touch nothing on disk, so callers run them before any model loads or 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from paretoalign.atomic_io import read_json_or_none
 from paretoalign.errors import InputError
 
 RUN_MARKER = "paretoalign_run.json"
@@ -37,15 +37,8 @@ OVERWRITE_HELP = ("Without it, the output folder must be missing, empty or a pre
                   "input, a folder holding one, the current folder or the home folder.")
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-
-
 def _json_field(path: Path, key: str) -> Any:
-    data = _read_json(path)
+    data = read_json_or_none(path)
     return data.get(key) if isinstance(data, dict) else None
 
 
@@ -76,7 +69,7 @@ def _is_merge(d: Path) -> bool:
 
 
 def _is_front_report(d: Path) -> bool:
-    data = _read_json(d / "front.json")
+    data = read_json_or_none(d / "front.json")
     return isinstance(data, dict) and "points" in data and "fronts" in data
 
 
@@ -100,7 +93,7 @@ def training_run(method: str) -> OutputKind:
         from paretoalign.train.checkpoint import CHECKPOINT_DIR, STATE_FILE
         from paretoalign.train.run import TRAINING_RECORD
 
-        marker = _read_json(d / RUN_MARKER)
+        marker = read_json_or_none(d / RUN_MARKER)
         if isinstance(marker, dict) and marker.get("format") == RUN_FORMAT:
             return marker.get("method") == method
         recorded = _json_field(d / TRAINING_RECORD, "method")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from paretoalign.atomic_io import atomic_directory
+from paretoalign.atomic_io import atomic_directory, read_json_or_none
 from paretoalign.errors import InputError
 from paretoalign.threads import watch
 
@@ -224,14 +224,6 @@ CODE_CONFIG_FILES = ("config.json", "tokenizer_config.json", "processor_config.j
 """Files in which an ``auto_map`` makes transformers import Python code from the model folder (or its hub repo)."""
 
 
-def _read_json(path: Path) -> Any:
-    """The parsed JSON file, or None when absent or unreadable (the loader reports unreadable files itself)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        return None
-
-
 def _has_key(value: Any, key: str) -> bool:
     """Whether a non-empty `key` occurs anywhere in a parsed JSON value (sub-configs included)."""
     if isinstance(value, dict):
@@ -260,11 +252,11 @@ def remote_code_requests(directory: str | os.PathLike, _seen: set[Path] | None =
     seen.add(key)
     found = []
     for name in CODE_CONFIG_FILES:
-        if _has_key(_read_json(root / name), "auto_map"):
+        if _has_key(read_json_or_none(root / name), "auto_map"):
             found.append(f"{root / name} has an 'auto_map' naming Python code to import")
     if (root / "custom_generate" / "generate.py").is_file():
         found.append(f"{root / 'custom_generate' / 'generate.py'} replaces generate() with the folder's own code")
-    modules = _read_json(root / "modules.json")
+    modules = read_json_or_none(root / "modules.json")
     if isinstance(modules, list):
         for entry in modules:
             if not isinstance(entry, dict):
@@ -275,7 +267,7 @@ def remote_code_requests(directory: str | os.PathLike, _seen: set[Path] | None =
             sub = entry.get("path")
             if isinstance(sub, str) and sub and not Path(sub).is_absolute() and ".." not in Path(sub).parts:
                 found.extend(remote_code_requests(root / sub, seen))
-    adapter = _read_json(root / "adapter_config.json")
+    adapter = read_json_or_none(root / "adapter_config.json")
     if isinstance(adapter, dict):
         if adapter.get("auto_mapping"):
             found.append(f"{root / 'adapter_config.json'} has an 'auto_mapping' naming a custom model class")
