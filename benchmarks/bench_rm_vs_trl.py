@@ -13,11 +13,19 @@
     project's held-out split of ../shared/data (HH-RLHF, HHH, LLMBar, OASST, XSTest, AlpacaEval), with percentile
     bootstrap intervals, via `paretoalign.eval.evaluate_score_pairs`. Evaluation time is not part of any budget.
 
+(d) With --with-bt-finetune (causal-LM backbones): our own fine-tuned classifier RM, `train_reward_finetune`
+    method=bt_finetune (what `paretoalign train-rm method=bt_finetune` runs), on the SAME pairs, text, learning rate,
+    batch size and max_length as TRL, full fine-tuning like TRL (--bt-lora: LoRA), at the SAME budgets: one run whose
+    clock starts before loading the model, stopped at the first step end past each multiplier x B (then the run is
+    resumed from its checkpoint for the next budget: a resumed run equals an uninterrupted one; the reloading and
+    saving count in its wall time), and its saved `reward_model/` scored like TRL's snapshots.
+
 TRL is a benchmark peer only: `pip install -e ".[bench]"` (trl==1.16.0, peft==0.21.2); paretoalign never imports it.
 Everything runs on CPU. Usage:
 
     .venv/bin/python benchmarks/bench_rm_vs_trl.py                      # minilm, 300 pairs, budgets 1x and 10x
     .venv/bin/python benchmarks/bench_rm_vs_trl.py --backbone smollm2 --budget-multipliers 1,3
+    .venv/bin/python benchmarks/bench_rm_vs_trl.py --backbone smollm2 --budget-multipliers 1,3 --with-bt-finetune
 
 Prints a method table (wall time, time ratio vs ours, TRL steps/epochs, mean held-out accuracy), a per-dataset
 accuracy table, and a final JSON line.
@@ -65,6 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--trl-batch-size", type=int, default=8, help="TRL pairs per step (default 8)")
     ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     ap.add_argument("--shared-dir", default=str(DEFAULT_SHARED), help="the shared data folder (default ../shared/data)")
+    ap.add_argument("--with-bt-finetune", action="store_true",
+                    help="also train our bt_finetune classifier RM at the same budgets as TRL (causal LMs only)")
+    ap.add_argument("--bt-lora", action="store_true", help="--with-bt-finetune: LoRA instead of full fine-tuning")
     ap.add_argument("--output", help="also write the result JSON here")
     ap.add_argument("--progress", action="store_true", help="show progress bars")
     args = ap.parse_args(argv)
@@ -241,9 +252,51 @@ def run_trl(args: argparse.Namespace, kind: str, budget_s: float, train_pairs: l
     return snapshots
 
 
+# ---------------------------------------------------------------- our bt_finetune at TRL's budgets
+def run_bt_finetune(args: argparse.Namespace, kind: str, budget_s: float, train_pairs: list, eval_pairs: list,
+                    workdir: Path) -> list[dict]:
+    """Our bt_finetune until each multiplier x budget_s has passed (stop, save, resume); score each saved model."""
+    if kind != "causal_lm":
+        print(f"--with-bt-finetune: skipped, {args.backbone} is not a causal LM", file=sys.stderr)
+        return []
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from paretoalign.train.rm_finetune_config import RMFinetuneConfig
+    from paretoalign.train.rm_finetune_trainer import CLASSIFIER_DIR, train_reward_finetune
+
+    run_dir = workdir / "bt_finetune"
+    config = RMFinetuneConfig(method="bt_finetune", model=args.backbone, output_dir=str(run_dir),
+                              max_length=args.max_length, batch_size=args.trl_batch_size, learning_rate=args.trl_lr,
+                              lora=args.bt_lora, epochs=10_000, val_fraction=0.0, seed=args.seed, device="cpu",
+                              progress=args.progress)
+    steps_per_epoch = -(-len(train_pairs) // args.trl_batch_size)
+    snapshots: list[dict] = []
+    used = 0.0
+    for multiplier in args.multipliers:
+        t0 = time.perf_counter()
+        _, stats = train_reward_finetune(config, train_pairs, deadline=t0 + max(0.0, multiplier * budget_s - used))
+        used += time.perf_counter() - t0
+        t_eval = time.perf_counter()
+        folder = run_dir / CLASSIFIER_DIR
+        model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
+        encode = RowEncoder(kind, AutoTokenizer.from_pretrained(folder), args.max_length)
+        pad_id = int(model.config.pad_token_id)
+        snapshots.append({"multiplier": multiplier, "wall_s": used, "steps": stats["steps"],
+                          "epochs": stats["steps"] / steps_per_epoch,
+                          "chosen": score_rows(model, [encode(p.prompt, p.chosen) for p in eval_pairs], pad_id),
+                          "rejected": score_rows(model, [encode(p.prompt, p.rejected) for p in eval_pairs], pad_id)})
+        snapshots[-1]["eval_s"] = time.perf_counter() - t_eval
+    return snapshots
+
+
 # ---------------------------------------------------------------- report
 def trl_key(multiplier: float) -> str:
     return f"TRL@{multiplier:g}x"
+
+
+def bt_key(multiplier: float) -> str:
+    return f"bt_finetune@{multiplier:g}x"
 
 
 def method_table(rows: list[dict]) -> str:
@@ -297,12 +350,17 @@ def main(argv=None) -> int:
         ours_eval_s = time.perf_counter() - t_eval
         kind = resolve_backbone_spec(config)["kind"]
         snapshots = run_trl(args, kind, ours_wall, train_pairs, eval_pairs, workdir)
+        finetuned = (run_bt_finetune(args, kind, ours_wall, train_pairs, eval_pairs, workdir)
+                     if args.with_bt_finetune else [])
 
     scores_c = {"final": chosen["final"], "bt_baseline": chosen["bt_baseline"]}
     scores_r = {"final": rejected["final"], "bt_baseline": rejected["bt_baseline"]}
     for snap in snapshots:
         scores_c[trl_key(snap["multiplier"])] = snap["chosen"]
         scores_r[trl_key(snap["multiplier"])] = snap["rejected"]
+    for snap in finetuned:
+        scores_c[bt_key(snap["multiplier"])] = snap["chosen"]
+        scores_r[bt_key(snap["multiplier"])] = snap["rejected"]
     scores_c["length"], scores_r["length"] = chosen["length"], rejected["length"]
     groups, _ = pair_groups(eval_pairs)
     report = evaluate_score_pairs(scores_c, scores_r, groups, n_boot=args.n_boot, seed=args.seed,
@@ -317,6 +375,11 @@ def main(argv=None) -> int:
         methods.append({"method": f"TRL RewardTrainer, {snap['multiplier']:g}x budget",
                         "key": trl_key(snap["multiplier"]), "wall_s": snap["wall_s"], "steps": snap["steps"],
                         "epochs": snap["epochs"], "eval_s": snap["eval_s"]})
+    for snap in finetuned:
+        methods.append({"method": f"ours: bt_finetune ({'LoRA' if args.bt_lora else 'full'}), "
+                                  f"{snap['multiplier']:g}x budget",
+                        "key": bt_key(snap["multiplier"]), "wall_s": snap["wall_s"], "steps": snap["steps"],
+                        "epochs": snap["epochs"], "eval_s": snap["eval_s"]})
     for m in methods:
         m["time_ratio"] = m["wall_s"] / ours_wall
         m["accuracy_text"] = mean[m["key"]].format()
@@ -324,6 +387,9 @@ def main(argv=None) -> int:
     print(method_table(methods))
     if len(snapshots) < len(args.multipliers):
         print(f"(TRL stopped before reaching every budget: {len(snapshots)} of {len(args.multipliers)})")
+    if args.with_bt_finetune and finetuned:
+        print("(bt_finetune: the same pairs, lr, batch and max_length as TRL; its wall time includes reloading "
+              "and saving at each budget)")
     print()
     print(report.format_table())
 
@@ -334,6 +400,8 @@ def main(argv=None) -> int:
                 "version": __import__("trl").__version__},
         "ours": {"wall_s": round(ours_wall, 2), "embed_s": round(stats["embed_s"], 2),
                  "fit_s": round(stats["fit_s"], 2)},
+        "bt_finetune": ({"lr": args.trl_lr, "batch_pairs": args.trl_batch_size, "lora": args.bt_lora,
+                         "snapshots": len(finetuned)} if args.with_bt_finetune else None),
         "methods": [{"method": m["method"], "metric": m["key"], "wall_s": round(m["wall_s"], 2),
                      "time_ratio": round(m["time_ratio"], 3), "steps": m["steps"],
                      "epochs": None if m["epochs"] is None else round(m["epochs"], 3),

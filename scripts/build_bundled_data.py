@@ -64,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     for objective, default in DEFAULT_SIZES.items():
         parser.add_argument(f"--{objective.replace('_', '-')}", type=int, default=default, metavar="N",
                             help=f"pairs for {objective} (default {'all' if default is None else default})")
+    parser.add_argument("--all", action="store_true",
+                        help="every train-side pair of every shippable source (the shipped default RM's data)")
     args = parser.parse_args(argv)
-    sizes = {objective: getattr(args, objective) for objective in DEFAULT_SIZES}
+    sizes = {objective: None if args.all else getattr(args, objective) for objective in DEFAULT_SIZES}
 
     config = shared_data_config(args.shared, split="train")
     config.sources = [spec for spec in config.sources if spec.name in SHIPPABLE]
@@ -188,7 +190,8 @@ def readme(rows: list[dict], args: argparse.Namespace, sizes: dict[str, int | No
     for objective in PLAN:
         parts = ", ".join(f"{subset} {n}" for (obj, subset), n in sorted(by_subset.items()) if obj == objective)
         lines.append(f"| {objective} | {by_objective[objective]} | {parts} |")
-    options = " ".join(f"--{o.replace('_', '-')} {n}" for o, n in sizes.items() if n is not None)
+    options = "--all" if args.all else " ".join(f"--{o.replace('_', '-')} {n}" for o, n in sizes.items()
+                                                if n is not None)
     lines += [
         "",
         "## How it was built",

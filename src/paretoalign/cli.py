@@ -10,15 +10,19 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paretoalign import output_paths as outputs
 from paretoalign.errors import InputError, ModelFormatError
 
-DEMO_DIR = "runs/default-rm"
+if TYPE_CHECKING:  # the commands import these when they run (nothing heavy at start-up)
+    from paretoalign.rewards.loading import RewardModelReference, ScoringRewardModel
+
 DEBUG_ENV = "PARETOALIGN_DEBUG"
 """PARETOALIGN_DEBUG=1 shows the full traceback of an error, like --debug."""
 DEBUG_HELP = "On an error, print the full Python traceback too (also: PARETOALIGN_DEBUG=1)."
+RM_REFERENCE_HELP = ("Reward model: a folder from train-rm, `default` (the shipped one), or a Hugging Face "
+                     "sequence-classification folder or hub id (one objective per label).")
 
 
 # ---------------------------------------------------------------- argparse value checks
@@ -126,12 +130,43 @@ def check_weights(weights: dict[str, float] | None, objective_names: Sequence[st
 
 
 # ---------------------------------------------------------------- train-rm
+TRAIN_RM_METHODS = ("armo", "bt_finetune", "grm")
+"""`train-rm method=...`: armo (the default, ArmoRMConfig) or a fine-tuned classifier RM (RMFinetuneConfig)."""
+
+
+def train_rm_method(config_path: str | None, overrides: Sequence[str]) -> str:
+    """The method of `train-rm`: the last ``method=`` override, else the YAML config's ``method``, else armo."""
+    import yaml
+
+    from paretoalign.config_loading import parse_override
+
+    method: Any = "armo"
+    where = "command line"
+    if config_path is not None and Path(config_path).is_file():
+        try:
+            loaded = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            loaded = None  # load_config reports it, with the line
+        if isinstance(loaded, dict) and "method" in loaded:
+            method, where = loaded["method"], str(config_path)
+    for text in overrides:
+        key, value = parse_override(text)
+        if key == "method":
+            method, where = value, "command line"
+    if method not in TRAIN_RM_METHODS:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(TRAIN_RM_METHODS)}", path=where,
+                         field="method")
+    return str(method)
+
+
 def cmd_train_rm(args: argparse.Namespace) -> int:
     from paretoalign.config_loading import load_config
     from paretoalign.rewards.armo_config import ArmoRMConfig
     from paretoalign.rewards.armo_trainer import train_reward_model
 
-    config = load_config(ArmoRMConfig, args.config, args.overrides, output_dir=args.output_dir)
+    if train_rm_method(args.config, args.overrides) != "armo":
+        return cmd_train_rm_finetune(args)
+    config = load_config(ArmoRMConfig, args.config, args.overrides, ignore=("method",), output_dir=args.output_dir)
     outputs.check_output_dir(config.output_dir, outputs.REWARD_MODEL, overwrite=args.overwrite,
                              inputs=[args.config, *outputs.config_input_paths(config)])
     if config.gguf_file is None:
@@ -141,6 +176,34 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
           f"{stats['n_ratings']} rated responses in {stats['total_s']:.1f} s "
           f"(embedding {stats['embed_s']:.1f} s, fitting {stats['fit_s']:.1f} s)")
     print(f"saved to {config.output_dir}")
+    return 0
+
+
+def cmd_train_rm_finetune(args: argparse.Namespace) -> int:
+    from paretoalign.config_loading import load_config
+    from paretoalign.train.rm_finetune_config import RMFinetuneConfig
+    from paretoalign.train.rm_finetune_trainer import CLASSIFIER_DIR, train_reward_finetune
+
+    config = load_config(RMFinetuneConfig, args.config, args.overrides, output_dir=args.output_dir)
+    outputs.check_output_dir(config.output_dir, outputs.training_run(config.method), overwrite=args.overwrite,
+                             inputs=[args.config, *outputs.config_input_paths(config)])
+    check_model_ref(config.model, "model")
+    check_model_ref(config.reference, "reference")
+    for name in ("data", "sources"):  # a file (data: or a datasets save_to_disk folder)
+        value = getattr(config, name)
+        if value is not None and value != "shared" and not Path(value).exists():
+            raise InputError("file not found", path=str(value), field=name)
+    check_input_dir(config.shared_dir, "shared_dir")
+    t0 = time.perf_counter()
+    with removed_on_interrupt(config.output_dir):
+        _, stats = train_reward_finetune(config, overwrite=args.overwrite)
+    val = stats["validation"]
+    checked = (f"; validation accuracy {val['accuracy']:.3f} on {val['pairs']} held-out pairs" if val["pairs"]
+               else "; no validation pairs")
+    print(f"train-rm {config.method}: {stats['steps']} steps on {stats['num_pairs']} pairs in "
+          f"{time.perf_counter() - t0:.1f} s{checked}; reward model (sequence classifier, heads {stats['heads']}) "
+          f"saved to {Path(config.output_dir) / CLASSIFIER_DIR} (metrics: {Path(config.output_dir) / 'metrics.jsonl'})",
+          file=sys.stderr)
     return 0
 
 
@@ -174,11 +237,10 @@ def _prompt_and_reply(location: str, row: dict[str, Any], field: str):
 
 def cmd_score(args: argparse.Namespace) -> int:
     from paretoalign.atomic_io import write_jsonl_atomic
-    from paretoalign.rewards.reward_model import RewardModel
 
     outputs.check_output_file(args.output, inputs=[args.input, *outputs.reward_model_inputs(args.model)])
     weights = parse_weights(args.weights)
-    check_reward_model_dir(args.model, "--model")
+    check_reward_model_dir(args.model, "--model", args.trust_remote_code)
     rows = read_score_rows(args.input)
     prompts, responses, slots = [], [], []
     for location, row, kind in rows:  # every row checked before the model loads
@@ -187,8 +249,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             prompts.append(prompt)
             responses.append(reply)
             slots.append(field)
-    model = RewardModel.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
-    check_weights(weights, model.objective_names)
+    model = load_cli_reward_model(args.model, "--model", args.trust_remote_code)
+    check_rm_weights(weights, model)
     out = model.score(prompts, responses, weights=weights, batch_size=args.batch_size, progress=not args.quiet)
     scored = out.rows()
     results, k = [], 0
@@ -199,11 +261,13 @@ def cmd_score(args: argparse.Namespace) -> int:
             k += 2
             result.update({"chosen_score": c["score"], "rejected_score": r["score"],
                            "chosen_objectives": c["objectives"], "rejected_objectives": r["objectives"],
-                           "gating": c["gating"]})
+                           "gating": c["gating"], "chosen_verbosity_contribution": c["verbosity_contribution"],
+                           "rejected_verbosity_contribution": r["verbosity_contribution"]})
         else:
             s = scored[k]
             k += 1
-            result.update({"score": s["score"], "objectives": s["objectives"], "gating": s["gating"]})
+            result.update({"score": s["score"], "objectives": s["objectives"], "gating": s["gating"],
+                           "verbosity_contribution": s["verbosity_contribution"]})
         results.append(result)
     write_jsonl_atomic(args.output, results)
     print(f"scored {len(results)} rows ({len(responses)} responses) -> {args.output}", file=sys.stderr)
@@ -223,7 +287,9 @@ def cmd_eval_rm(args: argparse.Namespace) -> int:
                                                        *outputs.reward_model_inputs(args.model)])
     for path in args.data or []:
         check_input_file(path, "--data")
-    check_reward_model_dir(args.model, "--model")
+    check_reward_model_dir(args.model, "--model", args.trust_remote_code)
+    if getattr(args, "format", "pairs") != "pairs":
+        return eval_rm_rewardbench(args)
     pairs = []
     for path in args.data or []:
         loaded = load_preference_pairs(path, drop_empty=args.drop_empty)
@@ -238,10 +304,36 @@ def cmd_eval_rm(args: argparse.Namespace) -> int:
         pairs.extend(shared_heldout_pairs(Path(args.shared_heldout), args.max_pairs_per_dataset, args.seed))
     if not pairs:
         raise InputError("give --data FILE... and/or --shared-heldout DIR", path="command line", field="--data")
-    model = RewardModel.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
-    cache = embedding_cache_path(args.embedding_cache, model.backbone.fingerprint)
+    model = load_cli_reward_model(args.model, "--model", args.trust_remote_code)
+    # the embedding cache holds backbone features: a sequence classifier scores the text directly
+    cache = embedding_cache_path(args.embedding_cache, model.backbone.fingerprint) \
+        if isinstance(model, RewardModel) else None
     report = evaluate_pairs(model, pairs, n_boot=args.bootstrap, seed=args.seed, batch_size=args.batch_size,
                             embedding_cache=cache, progress=not args.quiet)
+    print(report.format_table())
+    if args.output:
+        write_json_atomic(args.output, report.to_dict())
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def eval_rm_rewardbench(args: argparse.Namespace) -> int:
+    """`eval-rm --format rewardbench | rewardbench2`: every row checked before the model loads, then one table."""
+    from paretoalign.atomic_io import write_json_atomic
+    from paretoalign.eval.rewardbench import evaluate_rewardbench, load_bench_files
+
+    for flag, value in (("--shared-heldout", args.shared_heldout), ("--drop-empty", args.drop_empty),
+                        ("--max-pairs-per-dataset", args.max_pairs_per_dataset)):
+        if value:
+            raise InputError(f"only applies to --format pairs, not --format {args.format}", path="command line",
+                             field=flag)
+    if not args.data:
+        raise InputError(f"give --data FILE... (RewardBench rows for --format {args.format})", path="command line",
+                         field="--data")
+    rows = load_bench_files(args.data, args.format)
+    model = load_cli_reward_model(args.model, "--model", args.trust_remote_code)  # anything with .score(...)
+    report = evaluate_rewardbench(model, rows, args.format, batch_size=args.batch_size, progress=not args.quiet)
+    report.meta["data"] = [str(p) for p in args.data]
     print(report.format_table())
     if args.output:
         write_json_atomic(args.output, report.to_dict())
@@ -275,13 +367,17 @@ def shared_heldout_pairs(shared_dir: Path, max_per_dataset: int | None, seed: in
 # ---------------------------------------------------------------- export-hf
 def cmd_export_hf(args: argparse.Namespace) -> int:
     from paretoalign.rewards.export_hf import export_sequence_classifier
+    from paretoalign.rewards.loading import PARETOALIGN
     from paretoalign.rewards.reward_model import RewardModel
 
     outputs.check_output_dir(args.output_dir, outputs.HF_EXPORT, inputs=outputs.reward_model_inputs(args.model),
                              overwrite=args.overwrite)
     weights = parse_weights(args.weights)
-    check_reward_model_dir(args.model, "--model")
-    model = RewardModel.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+    ref = check_reward_model_dir(args.model, "--model", args.trust_remote_code)
+    if ref.kind != PARETOALIGN:
+        raise InputError("export-hf exports a paretoalign reward model (from train-rm); this is a Hugging Face "
+                         "sequence classifier already", path=str(args.model), field="--model")
+    model = RewardModel.from_pretrained(ref.location, trust_remote_code=args.trust_remote_code)
     check_weights(weights, model.objective_names)
     out = export_sequence_classifier(model, weights, args.output_dir, overwrite=args.overwrite)
     print(f"exported a transformers sequence classifier to {out}")
@@ -321,8 +417,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from paretoalign.rewards.armo_trainer import train_reward_model
     from paretoalign.rewards.reward_model import RewardModel
 
-    out_dir = Path(args.output_dir)
     t0 = time.perf_counter()
+    if args.output_dir is None:
+        if args.retrain:
+            raise InputError("--retrain needs --output-dir DIR (where to train the default recipe)",
+                             path="command line", field="--retrain")
+        from paretoalign.rewards.loading import load_reward_model
+
+        model = load_reward_model("default")
+        print("using the shipped default reward model (`--model default`; train your own with `train-rm`)")
+        return _demo_scores(model, args, t0)
+    out_dir = Path(args.output_dir)
     if outputs.REWARD_MODEL.recognise(out_dir) and not args.retrain:
         print(f"using the reward model already trained in {out_dir} (pass --retrain to train it again)")
         model = RewardModel.from_pretrained(out_dir)
@@ -331,6 +436,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("training the embedded default reward model on the bundled data ...")
         model, stats = train_reward_model(ArmoRMConfig(output_dir=str(out_dir)), overwrite=args.overwrite)
         print(f"trained in {stats['total_s']:.1f} s on {stats['n_pairs']} pairs; saved to {out_dir}")
+    return _demo_scores(model, args, t0)
+
+
+def _demo_scores(model, args: argparse.Namespace, t0: float) -> int:
+    """The demo's per-objective breakdown, user re-weighting and Best-of-4 with `model`."""
     names = model.objective_names
     prompts = [p for p, replies in DEMO_EXAMPLES for _ in replies]
     responses = [r for _, replies in DEMO_EXAMPLES for r in replies]
@@ -421,19 +531,18 @@ def load_generation_inputs(args: argparse.Namespace):
     """Prompt rows, policy and reward model of `bon` / `calibrate`, input checked before any model loads."""
     from paretoalign.data.prompts import read_prompts
     from paretoalign.inference.policy import Policy
-    from paretoalign.rewards.reward_model import RewardModel
 
     outputs.check_output_file(args.output, inputs=[args.prompts, args.policy, getattr(args, "reference", None),
                                                    *outputs.reward_model_inputs(args.rm)])
     check_input_file(args.prompts, "--prompts")
-    check_reward_model_dir(args.rm, "--rm")
+    check_reward_model_dir(args.rm, "--rm", args.trust_remote_code)
     check_model_ref(args.policy, "--policy")
     check_model_ref(getattr(args, "reference", None), "--reference")
     rows = read_prompts(args.prompts)
     weights = parse_weights(args.weights)
     params = sampling_params_from_args(args)
-    reward_model = RewardModel.from_pretrained(args.rm, trust_remote_code=args.trust_remote_code)
-    check_weights(weights, reward_model.objective_names)
+    reward_model = load_cli_reward_model(args.rm, "--rm", args.trust_remote_code)
+    check_rm_weights(weights, reward_model)
     policy = Policy.from_pretrained(args.policy, trust_remote_code=args.trust_remote_code)
     check_prompts_fit(policy.tokenizer, policy.context_length, rows, params.max_new_tokens)
     return rows, weights, params, policy, reward_model
@@ -634,7 +743,7 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
     needs_rm = args.method in ("bond", "warp") or (args.method == "modpo" and config.margin_source == "reward_model"
                                                     and bool(config.margin_objectives))
     if reward_model is not None and needs_rm:
-        check_reward_model_dir(reward_model, "reward_model")
+        check_reward_model_dir(reward_model, "reward_model", getattr(config, "trust_remote_code", False))
     check_model_ref(config.model, "model")
     check_model_ref(config.reference, "reference")
     for name in ("data", "prompts"):  # a file (or a datasets save_to_disk folder for data)
@@ -706,27 +815,35 @@ def front_run_names(runs: Sequence[str], names: Sequence[str] | None, reserved: 
     return list(names)
 
 
-def check_reward_model_dir(path: str, field: str) -> None:
-    """InputError, with a hint on how to train one, unless `path` holds a saved reward model."""
-    if not Path(path).exists():
-        raise InputError("no such reward model folder: train the default one with `paretoalign demo` (it saves to "
-                         f"{DEMO_DIR}) or your own with `paretoalign train-rm --output-dir DIR`", path=str(path),
-                         field=field)
-    if not (Path(path) / "config.json").is_file():
-        raise InputError("no reward model here: train the default one with `paretoalign demo` (it saves to "
-                         f"{DEMO_DIR}) or your own with `paretoalign train-rm --output-dir DIR`", path=str(path),
-                         field=field)
-    from paretoalign.embed.models import check_model_files
+def check_reward_model_dir(path: str, field: str, trust_remote_code: bool = False) -> RewardModelReference:
+    """Before any model loads: InputError, with a hint, unless `path` names a reward model we can load (our folder,
+    `default`, or a Hugging Face sequence classifier; see `paretoalign.rewards.loading`). Returns what it names."""
+    from paretoalign.rewards.loading import inspect_reward_model
 
-    check_model_files(path)  # an unreadable model.safetensors, named before the backbone loads
+    return inspect_reward_model(path, field=field, trust_remote_code=trust_remote_code)
 
 
-def front_reward_model(path: str, trust_remote_code: bool = False):
+def load_cli_reward_model(path: str, field: str, trust_remote_code: bool = False) -> ScoringRewardModel:
+    """The reward model a command's flag names (checked by `check_reward_model_dir` first)."""
+    from paretoalign.rewards.loading import load_reward_model
+
+    return load_reward_model(path, trust_remote_code=trust_remote_code, field=field)
+
+
+def check_rm_weights(weights: dict[str, float] | None, model: ScoringRewardModel) -> None:
+    """InputError naming --weights (and, for a classifier, its folder) unless the model accepts these weights."""
+    if weights is None:
+        return
+    try:
+        model.resolve_weights(weights)
+    except InputError as exc:
+        raise InputError(exc.reason, path=exc.path or "command line", field="--weights") from None
+
+
+def front_reward_model(path: str, trust_remote_code: bool = False) -> ScoringRewardModel:
     """The reward model of `front`, with a hint when it has not been trained yet."""
-    from paretoalign.rewards.reward_model import RewardModel
-
-    check_reward_model_dir(path, "--reward-model")
-    return RewardModel.from_pretrained(path, trust_remote_code=trust_remote_code)
+    check_reward_model_dir(path, "--reward-model", trust_remote_code)
+    return load_cli_reward_model(path, "--reward-model", trust_remote_code)
 
 
 def cmd_front(args: argparse.Namespace) -> int:
@@ -754,7 +871,7 @@ def cmd_front(args: argparse.Namespace) -> int:
         check_model_ref(str(saved if (saved / "config.json").is_file() else run), "--runs")
     check_input_file(args.prompts, "--prompts")
     check_model_ref(args.reference, "--reference")
-    check_reward_model_dir(args.reward_model, "--reward-model")
+    check_reward_model_dir(args.reward_model, "--reward-model", args.trust_remote_code)
     outputs.check_output_dir(args.output, outputs.FRONT_REPORT, overwrite=args.overwrite, field="--output",
                              inputs=[*args.runs, args.reference, args.reward_model, args.prompts])
     ns = parse_bon_ns(args.bon)
@@ -774,7 +891,7 @@ def cmd_front(args: argparse.Namespace) -> int:
         prompts = default_eval_prompts(args.num_prompts, seed=args.seed)
         prompt_source = f"bundled default pairs (sample of {len(prompts)} distinct short prompts, seed {args.seed})"
     reward_model = front_reward_model(args.reward_model, args.trust_remote_code)
-    check_weights(weights, reward_model.objective_names)
+    check_rm_weights(weights, reward_model)
     unknown = [k for k in objectives or () if k not in reward_model.objective_names]
     if unknown:
         raise InputError(f"unknown objective(s) {unknown}; this model has {reward_model.objective_names}",
@@ -813,7 +930,7 @@ def add_generation_flags(p: argparse.ArgumentParser, with_rm: bool = True) -> No
     p.add_argument("--policy", default="smollm2", help="Policy model: alias (smollm2, gemma3-270m), .gguf file, "
                                                        "local directory or hub id.")
     if with_rm:
-        p.add_argument("--rm", required=True, help="Reward model directory (from train-rm).")
+        p.add_argument("--rm", required=True, help=RM_REFERENCE_HELP)
     p.add_argument("--prompts", required=True, help="Prompt rows: JSONL/JSON/Parquet with a 'prompt' field (string "
                                                     "or messages), or a .txt file with one prompt per line.")
     if with_rm:
@@ -830,8 +947,9 @@ def add_generation_flags(p: argparse.ArgumentParser, with_rm: bool = True) -> No
     p.add_argument("--seed", type=int, default=0, help="Sampling seed: candidate j of prompt i draws from a "
                                                        "generator seeded by (seed, i, j).")
     p.add_argument("--trust-remote-code", action="store_true",
-                   help="Allow the model folders this command loads (policies, reward model backbone) to run "
-                        "their own Python code (an auto_map); off by default, and a saved model can never turn it on.")
+                   help="Allow the model folders this command loads (policies, the reward model or "
+                        "its backbone) to run their own Python code (an auto_map); off by default, and a saved "
+                        "model can never turn it on.")
     p.add_argument("--output", required=True, help="Output file (written atomically when everything is done).")
     p.add_argument("--quiet", action="store_true", help="No progress bars.")
 
@@ -843,6 +961,8 @@ CONFIG_CLASSES = {
     **{method: (module, name) for method, (module, name, _, _) in TRAINERS.items()},
 }
 """The config dataclass behind each config-driven command (its fields are listed in the command's --help)."""
+EXTRA_CONFIG_CLASSES = {"train-rm": (("paretoalign.train.rm_finetune_config", "RMFinetuneConfig"),)}
+"""Further config dataclasses of a command (train-rm method=bt_finetune|grm), listed after the first."""
 
 
 def _format_default(value: Any) -> str:
@@ -883,13 +1003,14 @@ class _HelpParser(argparse.ArgumentParser):
     """An ArgumentParser whose --help ends with its config's settings, imported only when help is printed."""
 
     config_class: tuple[str, str] | None = None
+    extra_config_classes: tuple[tuple[str, str], ...] = ()
 
     def format_help(self) -> str:
         text = super().format_help()
-        if self.config_class is not None:
-            import importlib
+        import importlib
 
-            module, name = self.config_class
+        for module, name in ([self.config_class] if self.config_class is not None else []) + list(
+                self.extra_config_classes):
             text += "\n" + config_settings_help(getattr(importlib.import_module(module), name))
         return text
 
@@ -908,26 +1029,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train-rm", help="Train a multi-objective reward model (ArmoRM-style).",
-                       description="Train a multi-objective reward model. With no --config, trains the embedded "
-                                   "default RM on the bundled data. Settings: the fields of ArmoRMConfig, from a YAML "
-                                   "file and/or key=value overrides.")
-    p.add_argument("--config", help="YAML file of ArmoRMConfig settings.")
+    p = sub.add_parser("train-rm", help="Train a reward model: ArmoRM-style multi-objective (method=armo, the "
+                                        "default) or a fine-tuned sequence classifier (method=bt_finetune|grm).",
+                       description="Train a reward model. method=armo (the default): a multi-objective reward "
+                                   "model on frozen backbone features; with no --config, the embedded default RM on "
+                                   "the bundled data; settings: the fields of ArmoRMConfig. method=bt_finetune: a "
+                                   "causal LM fine-tuned (LoRA or full) with a linear score head and the "
+                                   "Bradley-Terry loss; method=grm: the same with GRM's text-generation "
+                                   "regulariser (Yang et al. 2024); both save a transformers "
+                                   "AutoModelForSequenceClassification to OUTPUT_DIR/reward_model; settings: the "
+                                   "fields of RMFinetuneConfig. Settings come from a YAML file and/or key=value "
+                                   "overrides (method too).")
+    p.add_argument("--config", help="YAML file of ArmoRMConfig settings (or RMFinetuneConfig with method: "
+                                    "bt_finetune|grm).")
     p.add_argument("--output-dir", help="Directory for the trained model (overrides the config's output_dir).")
-    p.add_argument("overrides", nargs="*", help="key=value settings, e.g. backbone=smollm2 gating_steps=500.")
+    p.add_argument("overrides", nargs="*", help="key=value settings, e.g. backbone=smollm2 gating_steps=500, or "
+                                                "method=grm data=pairs.jsonl max_steps=200.")
     p.set_defaults(func=cmd_train_rm)
 
     p = sub.add_parser("score", help="Score (prompt, response) rows or preference pairs with a reward model.",
                        description="Input JSONL/JSON/Parquet rows {id?, prompt, response} or {prompt, chosen, "
                                    "rejected}; output rows keep every input field and add the score, the "
-                                   "per-objective rewards and the gating weights, in input order.")
-    p.add_argument("--model", required=True, help="Reward model directory.")
+                                   "per-objective rewards, the gating weights and verbosity_contribution (the "
+                                   "length-derived objective's term of the score; null without one), in input "
+                                   "order.")
+    p.add_argument("--model", required=True, help=RM_REFERENCE_HELP)
     p.add_argument("--trust-remote-code", action="store_true",
-                   help="Allow the reward model's backbone folder to run its own Python code (an auto_map); off "
-                        "by default, and a saved model can never turn it on.")
+                   help="Allow the reward model's folder (a classifier) or its backbone folder to run its own Python "
+                        "code (an auto_map); off by default, and a saved model can never turn it on.")
     p.add_argument("--input", required=True, help="Rows to score.")
     p.add_argument("--output", required=True, help="JSONL output (written atomically).")
-    p.add_argument("--weights", help="Fixed objective weights name=value,... replacing the gating.")
+    p.add_argument("--weights", help="Fixed objective weights name=value,... replacing the gating (a "
+                                     "classifier: label=weight,... replacing the mean of its logits).")
     p.add_argument("--batch-size", type=positive_int, help="Embedding batch size.")
     p.add_argument("--quiet", action="store_true", help="No progress bar.")
     p.set_defaults(func=cmd_score)
@@ -935,11 +1068,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval-rm", help="Pairwise accuracy of a reward model, RewardBench-style.",
                        description="Accuracy per dataset/subset with bootstrap 95% intervals for the final score, "
                                    "each objective, the BT baseline and the length heuristic.")
-    p.add_argument("--model", required=True, help="Reward model directory.")
+    p.add_argument("--model", required=True, help=RM_REFERENCE_HELP)
     p.add_argument("--trust-remote-code", action="store_true",
-                   help="Allow the reward model's backbone folder to run its own Python code (an auto_map); off "
-                        "by default, and a saved model can never turn it on.")
-    p.add_argument("--data", nargs="*", help="Preference-pair files {prompt, chosen, rejected, subset?}.")
+                   help="Allow the reward model's folder (a classifier) or its backbone folder to run its own Python "
+                        "code (an auto_map); off by default, and a saved model can never turn it on.")
+    p.add_argument("--data", nargs="*", help="Preference-pair files {prompt, chosen, rejected, subset?}, or "
+                                             "RewardBench rows with --format rewardbench / rewardbench2.")
+    p.add_argument("--format", choices=["pairs", "rewardbench", "rewardbench2"], default="pairs",
+                   help="pairs: accuracy per dataset/subset with bootstrap intervals (ties count 1/2); rewardbench: "
+                        "RewardBench v1 rows {prompt, chosen, rejected, subset}, accuracy per subset (ties are "
+                        "wrong) and the Chat / Chat Hard / Safety / Reasoning section scores; rewardbench2: "
+                        "RewardBench 2 best-of-n rows {prompt, chosen: [...], rejected: [...], subset, id}, with "
+                        "the Ties rule. The RewardBench formats use only --data, --model, --batch-size, --output.")
     p.add_argument("--shared-heldout", metavar="DIR",
                    help="Also evaluate on the held-out (test) side of every pairwise dataset in this shared data "
                         "folder (e.g. ../shared/data).")
@@ -1051,8 +1191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="DIR", help="Report directory.")
     p.add_argument("--reference", default="smollm2", help="Reference policy: alias, .gguf file, local directory or "
                                                           "hub id (KL is measured to it).")
-    p.add_argument("--reward-model", default=DEMO_DIR, help="Reward model directory (default: the one "
-                                                            "`paretoalign demo` trains).")
+    p.add_argument("--reward-model", default="default",
+                   help="Reward model: `default` (the shipped one, the default), a folder from train-rm, or a "
+                        "Hugging Face sequence-classification folder or hub id.")
     p.add_argument("--prompts", help="Prompt file (JSONL/JSON/Parquet with 'prompt', or .txt); default: a seeded "
                                      "sample of --num-prompts short prompts from the bundled data.")
     p.add_argument("--num-prompts", type=positive_int, default=32, help="Prompts sampled from the bundled data.")
@@ -1068,19 +1209,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-rows", type=positive_int, default=32, help="Candidates generated together.")
     p.add_argument("--title", default="Reward–KL trade-off", help="Title of the report page and plots.")
     p.add_argument("--trust-remote-code", action="store_true",
-                   help="Allow the model folders this command loads (policies, reward model backbone) to run "
-                        "their own Python code (an auto_map); off by default, and a saved model can never turn it on.")
+                   help="Allow the model folders this command loads (policies, the reward model or "
+                        "its backbone) to run their own Python code (an auto_map); off by default, and a saved "
+                        "model can never turn it on.")
     p.set_defaults(func=cmd_front)
 
-    p = sub.add_parser("demo", help="Train the embedded default RM (once) and show per-objective scores.")
-    p.add_argument("--output-dir", default=DEMO_DIR, help="Where the default reward model is saved (reused when "
-                                                          "it is already there). Default: %(default)s.")
-    p.add_argument("--retrain", action="store_true", help="Train the reward model again even if --output-dir "
-                                                          "already holds one.")
+    p = sub.add_parser("demo", help="Score examples per objective with the shipped default RM, then Best-of-4.")
+    p.add_argument("--output-dir", default=None,
+                   help="Train the default recipe (`train-rm` with no config) into this folder once and use it "
+                        "instead of the shipped model (reused when it is already there).")
+    p.add_argument("--retrain", action="store_true", help="With --output-dir: train again even if it already "
+                                                          "holds a reward model.")
     p.add_argument("--skip-bon", action="store_true", help="Skip the Best-of-4 sampling with the default policy.")
     p.set_defaults(func=cmd_demo)
     for name, choice in sub.choices.items():
         choice.config_class = CONFIG_CLASSES.get(name)
+        choice.extra_config_classes = EXTRA_CONFIG_CLASSES.get(name, ())
     for name in ("train-rm", "export-hf", "train-genarm", "dpo", "modpo", "bond", "warp", "merge", "front", "demo"):
         sub.choices[name].add_argument("--overwrite", action="store_true", help=outputs.OVERWRITE_HELP)
     add_threads_flag(sub)

@@ -78,9 +78,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = (),
-                **explicit: Any) -> C:
-    """An instance of dataclass `cls` from YAML `path`, then `overrides`, then non-None `explicit` values."""
+def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = (), *,
+                ignore: Sequence[str] = (), **explicit: Any) -> C:
+    """An instance of dataclass `cls` from YAML `path`, then `overrides`, then non-None `explicit` values.
+
+    Keys in `ignore` (e.g. a `method` that chose `cls`) are skipped wherever they appear."""
     values: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -97,9 +99,10 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
         if not isinstance(loaded, dict):
             raise InputError("a config file must be a mapping of setting: value", path=str(p))
         lines = {k.value: k.start_mark.line + 1 for k, _ in node.value} if isinstance(node, yaml.MappingNode) else {}
-        values.update(_set_fields(cls, loaded, str(p), lines))
+        values.update(_set_fields(cls, {k: v for k, v in loaded.items() if k not in ignore}, str(p), lines))
     for text in overrides:
         key, value = parse_override(text)
-        values.update(_set_fields(cls, {key: value}, "command line"))
+        if key not in ignore:
+            values.update(_set_fields(cls, {key: value}, "command line"))
     values.update(_set_fields(cls, {k: v for k, v in explicit.items() if v is not None}, "command line"))
     return cls(**values)

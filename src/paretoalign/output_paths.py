@@ -5,8 +5,9 @@ The one place that decides it, for every command and every library save path:
 - a **folder** output (a reward model, an export, a merge, a front report, a training run...) is written only if it
   is missing, empty, or a previous output of the same kind, recognised by our own format or marker file (an RM's
   config.json with our format, a run's `paretoalign_run.json` / training.json, a merge's merge_record.json, a
-  report's front.json...). Anything else is refused, naming the folder, unless `overwrite=True` (`--overwrite`):
-  then the folder is replaced and what it held is deleted;
+  report's front.json, a fine-tuned classifier RM's paretoalign_rm_classifier.json...). Anything else is refused,
+  naming the folder, unless `overwrite=True` (`--overwrite`): then the folder is replaced and what it held is
+  deleted;
 - a **file** output (`--output` of score, eval-rm, bon, calibrate, guided) may replace an existing file (written
   atomically, as usual for an output file) but never a folder;
 - an output that is a file where a folder is expected (or the reverse), that equals an input, lies inside one or
@@ -79,7 +80,17 @@ def _is_genarm(d: Path) -> bool:
     return (d / TRAINING_RECORD).is_file()
 
 
+def _is_finetuned_rm(d: Path) -> bool:
+    from paretoalign.train.rm_finetune_trainer import CLASSIFIER_FORMAT, CLASSIFIER_INFO_FILE
+
+    return _json_field(d / CLASSIFIER_INFO_FILE, "format") == CLASSIFIER_FORMAT
+
+
 REWARD_MODEL = OutputKind("reward model (train-rm)", _is_reward_model)
+FINETUNED_RM = OutputKind("fine-tuned sequence-classifier reward model (train-rm method=bt_finetune|grm)",
+                          _is_finetuned_rm)
+"""The classifier folder a bt_finetune / GRM run saves (``run_dir/reward_model``); the run folder itself is a
+`training_run` of its method."""
 HF_EXPORT = OutputKind("sequence-classifier export (export-hf)", _is_hf_export)
 MERGE = OutputKind("merged policy (merge)", _is_merge)
 FRONT_REPORT = OutputKind("front report (front)", _is_front_report)
@@ -145,7 +156,11 @@ def config_input_paths(config: Any, exclude: Iterable[str] = ("output_dir", "emb
 
 
 def reward_model_inputs(directory: str | os.PathLike) -> list[str]:
-    """A saved reward model folder and the local backbone model its config.json names (read, nothing loaded)."""
+    """A saved reward model folder (``default``: the shipped one) and the local backbone model its config.json names
+    (read, nothing loaded)."""
+    from paretoalign.rewards.shipped import resolve_rm_reference
+
+    directory = resolve_rm_reference(str(directory))
     out = [str(directory)]
     backbone = _json_field(Path(directory) / "config.json", "backbone")
     if isinstance(backbone, dict):

@@ -46,7 +46,7 @@ def make_data(n=160, seed=0):
 
 def config(tmp_path, **kw):
     base = dict(embedding_cache=str(tmp_path / "emb.sqlite"), gating_steps=150, gating_hidden=[16],
-                progress=False)
+                progress=False, decorrelate=True)  # the paper's de-correlation, which these tests check
     base.update(kw)
     return ArmoRMConfig(**base)
 
@@ -208,3 +208,43 @@ def test_decorrelation_grid_stops_at_max_lambda_and_warns_by_name(tmp_path):
     assert not all(v["satisfied"] for v in deco.values())
     with pytest.raises(ValueError, match="decorrelation_max_lambda"):
         train_reward_model(config(tmp_path, decorrelation_max_lambda=-1.0), make_data(), backbone=HashingBackbone())
+
+
+class _LayoutBackbone(HashingBackbone):
+    """The hashing backbone with named column ranges, like SentenceEncoderBackbone.feature_layout."""
+
+    fingerprint = "hashing-backbone-layout"
+    feature_layout = {"first": (0, 20), "rest": (20, 48)}
+
+
+def test_features_pick_columns_and_the_model_reads_full_features(tmp_path):
+    data = make_data(seed=3)
+    model, _ = train_reward_model(config(tmp_path, features=["rest"], embedding_cache=None), data,
+                                  backbone=_LayoutBackbone())
+    assert model.feature_dim == 48
+    v = model.objective_names.index("verbosity")
+    data_rows = [i for i in range(len(model.objective_names)) if i != v]
+    assert np.all(model.W[data_rows, :20] == 0) and np.all(model.baseline_w[:20] == 0)
+    assert np.any(model.W[v, :20] != 0)  # the length-derived head sees every column
+    assert np.any(model.W[data_rows][:, 20:] != 0)
+    full, _ = train_reward_model(config(tmp_path, embedding_cache=None), data, backbone=_LayoutBackbone())
+    assert np.any(full.W[:, :20] != 0)
+    # The data heads and the baseline read the picked columns only: changing the others changes only verbosity.
+    p = [x.prompt for x in data.pairs[:10]]
+    feats = _LayoutBackbone().embed(p, [x.chosen for x in data.pairs[:10]])
+    shifted = type(feats)(feats.response.copy(), feats.prompt)
+    shifted.response[:, :20] += 5.0
+    a, b = model.score_features(feats), model.score_features(shifted)
+    np.testing.assert_array_equal(a.objectives_raw[:, data_rows], b.objectives_raw[:, data_rows])
+    np.testing.assert_array_equal(a.baseline, b.baseline)
+    assert np.any(a.objectives_raw[:, v] != b.objectives_raw[:, v])
+
+
+def test_unknown_feature_part_is_refused_before_embedding(tmp_path):
+    from paretoalign.errors import InputError
+
+    backbone = _LayoutBackbone()
+    with pytest.raises(InputError, match="not parts of this backbone") as info:
+        train_reward_model(config(tmp_path, features=["length"], embedding_cache=None), make_data(),
+                           backbone=backbone)
+    assert info.value.field == "features" and backbone.calls == 0

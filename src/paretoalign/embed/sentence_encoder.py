@@ -70,6 +70,11 @@ class SentenceEncoderBackbone:
         dim = int(get_dim())
         self.feature_dim = 2 * dim + 1
         self.prompt_feature_dim = dim
+        self.feature_layout = {"response": (0, dim), "product": (dim, 2 * dim), "length": (2 * dim, 2 * dim + 1)}
+        """Named column ranges of h(x, y): e(y), e(x) * e(y), log(1 + |y|) (ArmoRMConfig.features picks from them)."""
+        self.default_head_features = ("response", "product")
+        """What ArmoRMConfig(features="auto") gives the data objectives' heads: not the length column, which only the
+        verbosity head reads (the heads generalised better without it, benchmarks/rm_quality.py)."""
         self.truncation_stats = TruncationStats()
         self._budget = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
 

@@ -268,9 +268,12 @@ def reward_model_scores(model, pairs: Sequence[PreferencePair], *, features=None
     has one), "length" and "objective:<name>" to (n,) arrays, ready for `evaluate_score_pairs`.
     Embeds both sides with `model.backbone` through `embed_with_cache` in one call (so batches are length-sorted
     across both; `embedding_cache` is a path, an open `EmbeddingCache` or None), unless
-    `features=(chosen_features, rejected_features)` is given.
+    `features=(chosen_features, rejected_features)` is given. A model without `score_features` (a
+    `SequenceClassifierRM`) scores the text itself: see `_text_model_scores`.
     """
     pairs = list(pairs)
+    if not hasattr(model, "score_features"):  # scores text directly (a SequenceClassifierRM): no features, no cache
+        return _text_model_scores(model, pairs, batch_size=batch_size, progress=progress)
     if features is None:
         from paretoalign.embed.cached import embed_with_cache
 
@@ -296,6 +299,23 @@ def reward_model_scores(model, pairs: Sequence[PreferencePair], *, features=None
     for j, name in enumerate(out_c.objective_names):
         chosen[OBJECTIVE_PREFIX + name], rejected[OBJECTIVE_PREFIX + name] = obj_c[:, j], obj_r[:, j]
     return chosen, rejected, list(out_c.objective_names)
+
+
+def _text_model_scores(model, pairs: list[PreferencePair], *, batch_size: int | None, progress: bool
+                       ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
+    """`reward_model_scores` of a model that scores text (one `score` call over both sides): "final", "length"
+    and, with more than one objective, "objective:<name>" (a single objective would repeat "final")."""
+    n = len(pairs)
+    out = model.score([p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs],
+                      batch_size=batch_size, progress=progress)
+    score, objectives = np.asarray(out.score), np.asarray(out.objectives)
+    chosen = {"final": score[:n], "length": length_scores([p.chosen for p in pairs])}
+    rejected = {"final": score[n:], "length": length_scores([p.rejected for p in pairs])}
+    names = list(out.objective_names)
+    if len(names) > 1:
+        for j, name in enumerate(names):
+            chosen[OBJECTIVE_PREFIX + name], rejected[OBJECTIVE_PREFIX + name] = objectives[:n, j], objectives[n:, j]
+    return chosen, rejected, names
 
 
 def pair_groups(pairs: Sequence[PreferencePair], group_by: Callable[[PreferencePair], str] | None = None

@@ -49,11 +49,12 @@ def load_policy(policy: Any) -> Any:
 
 
 def load_reward_model(reward_model: Any, *, trust_remote_code: bool = False) -> Any:
-    """A reward model object from an object or a saved directory (`trust_remote_code`: the caller's choice)."""
+    """A reward model object from an object or a reference: our folder, ``default`` or a Hugging Face sequence
+    classifier (`paretoalign.rewards.loading.load_reward_model`; `trust_remote_code`: the caller's choice)."""
     if isinstance(reward_model, str) or hasattr(reward_model, "__fspath__"):
-        from paretoalign.rewards.reward_model import RewardModel
+        from paretoalign.rewards.loading import load_reward_model as load_reference
 
-        return RewardModel.from_pretrained(reward_model, trust_remote_code=trust_remote_code)
+        return load_reference(reward_model, trust_remote_code=trust_remote_code)
     return reward_model
 
 

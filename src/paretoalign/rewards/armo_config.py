@@ -48,6 +48,14 @@ class ArmoRMConfig:
         default="auto",
         metadata={"help": "Embedding cache: 'auto' = one SQLite file per backbone under <cache dir>/embeddings/, a "
                           "directory = the same inside it, a file path = that file, None = no cache."})
+    features: list[str] | str | None = field(
+        default="auto",
+        metadata={"help": "Which named parts of h(x, y) the data objectives' heads and the BT baseline see (the "
+                          "backbone's feature_layout; sentence encoders: response, product, length). 'auto': the "
+                          "backbone's default_head_features (sentence encoders: response, product — the heads do "
+                          "not see the length column, measured best in benchmarks/rm_quality.py), else all; None: "
+                          "all. The length-derived verbosity head always sees every part; unused columns get zero "
+                          "weights, so the saved model reads the backbone's full features."})
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow custom modelling code from the backbone's repository."})
     objectives: list[str] | None = field(
@@ -57,7 +65,10 @@ class ArmoRMConfig:
         default="verbosity",
         metadata={"help": "Name of the length-derived objective the others are de-correlated from."})
     decorrelate: bool = field(
-        default=True, metadata={"help": "Apply ArmoRM's verbosity de-correlation (Spearman threshold below)."})
+        default=False,
+        metadata={"help": "Apply ArmoRM's verbosity de-correlation (Spearman threshold below). Off by default: with "
+                          "heads that do not see the length column it measured no better out of distribution "
+                          "(benchmarks/rm_quality.py)."})
     decorrelation_threshold: float = field(
         default=0.03, metadata={"help": "Largest Spearman(r'_i, r_verbosity) allowed on the reference set."})
     decorrelation_max_lambda: float = field(
@@ -76,6 +87,12 @@ class ArmoRMConfig:
     gating_crossfit_folds: int = field(
         default=5,
         metadata={"help": "Folds for the out-of-fold BT-head rewards the gating trains on (< 2: in-sample rewards)."})
+    gating_method: str = field(
+        default="bt",
+        metadata={"help": "How the gating is fitted: 'bt' (ArmoRM: Bradley-Terry loss on pairs), 'pro' (regress "
+                          "g(x) onto softmax of the preferred reply's objective rewards, then fit the scale), "
+                          "'pro_margin' (the same onto softmax of the chosen-minus-rejected rewards), 'none' (one "
+                          "weight vector for every prompt, BT loss)."})
     gating_hidden: list[int] = field(
         default_factory=lambda: [64],
         metadata={"help": "Gating MLP hidden sizes (the paper: three layers of 1024, for ~1M pairs; one layer of 64 "
@@ -102,6 +119,10 @@ class ArmoRMConfig:
             _int_at_least(self.max_length, 2, "max_length")
         if self.batch_size is not None:
             _int_at_least(self.batch_size, 1, "batch_size")
+        if self.features not in (None, "auto") and (not isinstance(self.features, list) or not self.features
+                                                    or len(set(self.features)) != len(self.features)):
+            raise InputError(f"features must be 'auto', null or a non-empty list of distinct names, got "
+                             f"{self.features!r}", field="features")
         if self.objectives is not None and len(set(self.objectives)) != len(self.objectives):
             raise InputError(f"objectives lists a name twice: {self.objectives}", field="objectives")
         if not self.verbosity_objective:
@@ -117,6 +138,11 @@ class ArmoRMConfig:
         if not (isinstance(self.head_val_fraction, (int, float)) and 0 < self.head_val_fraction < 1):
             raise InputError(f"head_val_fraction must be in (0, 1), got {self.head_val_fraction!r}",
                              field="head_val_fraction")
+        from paretoalign.rewards.gating import GATING_METHODS
+
+        if self.gating_method not in GATING_METHODS:
+            raise InputError(f"gating_method must be one of {', '.join(GATING_METHODS)}, got {self.gating_method!r}",
+                             field="gating_method")
         _int_at_least(self.gating_crossfit_folds, 0, "gating_crossfit_folds")
         for size in self.gating_hidden:
             _int_at_least(size, 1, "gating_hidden")

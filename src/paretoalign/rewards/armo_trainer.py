@@ -125,6 +125,23 @@ def _objective_order(config: ArmoRMConfig, pair_objectives: set[str], rated_obje
     return order
 
 
+def feature_columns(backbone: Backbone, names: list[str] | str | None, dim: int) -> np.ndarray:
+    """Column indices of h(x, y) for the named parts of the backbone's `feature_layout` (None: every column;
+    "auto": the backbone's `default_head_features`, else every column)."""
+    if names == "auto":
+        names = getattr(backbone, "default_head_features", None)
+        names = list(names) if names else None
+    if names is None:
+        return np.arange(dim)
+    layout = getattr(backbone, "feature_layout", None) or {}
+    unknown = [n for n in names if n not in layout]
+    if unknown:
+        known = ", ".join(layout) if layout else "none: this backbone's features have no named parts"
+        raise InputError(f"features {unknown} are not parts of this backbone's features (parts: {known})",
+                         field="features")
+    return np.concatenate([np.arange(*layout[n]) for n in names])
+
+
 def _embed_rows(backbone: Backbone, prompts: list[list[Message]], responses: list[str],
                 config: ArmoRMConfig) -> Features:
     from paretoalign.embed.cached import embed_with_cache
@@ -137,12 +154,17 @@ def _embed_rows(backbone: Backbone, prompts: list[list[Message]], responses: lis
 def fit_objective_heads(config: ArmoRMConfig, objectives: list[str], pairs: list[PreferencePair],
                         ratings: list[RatedResponse], pair_feats: tuple[Features, Features],
                         rating_feats: Features, reference: np.ndarray, reference_lengths: np.ndarray,
-                        ) -> tuple[np.ndarray, dict[str, str], dict[str, Any]]:
-    """Fit one linear head per objective; rows are scaled to unit std on the reference responses."""
+                        keep: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, str], dict[str, Any]]:
+    """Fit one linear head per objective; rows are scaled to unit std on the reference responses.
+
+    `keep`: the feature columns the data objectives' heads may use (None: all); the length-derived verbosity head
+    always sees every column, and the other columns of W stay zero.
+    """
     from paretoalign.rewards.bradley_terry import fit_bt_head
     from paretoalign.rewards.ridge import fit_ridge_heads
 
     d = reference.shape[1]
+    keep = np.arange(d) if keep is None else np.asarray(keep)
     W = np.zeros((len(objectives), d), dtype=np.float64)
     kinds: dict[str, str] = {}
     report: dict[str, Any] = {}
@@ -160,19 +182,21 @@ def fit_objective_heads(config: ArmoRMConfig, objectives: list[str], pairs: list
         rated = np.array([r.rating(name) for r in ratings], dtype=np.float64)
         rated_mask = ~np.isnan(rated) if len(ratings) else np.zeros(0, dtype=bool)
         if rated_mask.any():
-            fit = fit_ridge_heads(rating_feats.response, rated[:, None], alphas=np.asarray(config.ridge_alphas),
-                                  val_fraction=config.head_val_fraction, seed=config.seed, objective_names=[name])
-            W[i] = fit.W[0]
+            fit = fit_ridge_heads(rating_feats.response[:, keep], rated[:, None],
+                                  alphas=np.asarray(config.ridge_alphas), val_fraction=config.head_val_fraction,
+                                  seed=config.seed, objective_names=[name])
+            W[i, keep] = fit.W[0]
             kinds[name] = "ridge"
             report[name] = {"kind": "ridge", "alpha": float(fit.alphas[0]), "val_r2": float(fit.val_r2[0]),
                             "val_mse": float(fit.val_mse[0]), "n_rows": int(fit.n_rows[0])}
         else:
             idx = np.flatnonzero(pair_objective == name)
-            diffs = chosen_f.response[idx].astype(np.float64) - rejected_f.response[idx].astype(np.float64)
+            diffs = (chosen_f.response[idx][:, keep].astype(np.float64)
+                     - rejected_f.response[idx][:, keep].astype(np.float64))
             margins = np.array([pairs[j].margin if pairs[j].margin is not None else 0.0 for j in idx])
             fit = fit_bt_head(diffs, margins=margins if np.any(margins) else None, Cs=np.asarray(config.bt_cs),
                               val_fraction=config.head_val_fraction, seed=config.seed, name=name)
-            W[i] = fit.w
+            W[i, keep] = fit.w
             kinds[name] = "bradley_terry"
             report[name] = {"kind": "bradley_terry", "C": float(fit.C), "val_accuracy": float(fit.val_accuracy),
                             "n_pairs": int(fit.n_pairs)}
@@ -189,7 +213,7 @@ def fit_objective_heads(config: ArmoRMConfig, objectives: list[str], pairs: list
 def crossfit_pair_rewards(config: ArmoRMConfig, objectives: list[str], kinds: dict[str, str], W: np.ndarray,
                           head_report: dict[str, Any], pairs: list[PreferencePair],
                           pair_feats: tuple[Features, Features], reference: np.ndarray,
-                          ) -> tuple[np.ndarray, np.ndarray]:
+                          keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Raw rewards r of each pair's chosen and rejected reply, out-of-fold for the pair's own BT objective.
 
     The gating learns how far to trust each head; rewards a head gives the very pairs it was fitted on are
@@ -216,8 +240,11 @@ def crossfit_pair_rewards(config: ArmoRMConfig, objectives: list[str], kinds: di
         margins = np.array([pairs[j].margin or 0.0 for j in idx])
         for f in range(folds):
             held, fit_rows = idx[fold_of == f], idx[fold_of != f]
-            w = fit_bt_weights(chosen[fit_rows] - rejected[fit_rows], head_report[name]["C"],
-                               margins=margins[fold_of != f] if np.any(margins) else None, name=name)
+            cols = np.arange(chosen.shape[1]) if keep is None else keep
+            w = np.zeros(chosen.shape[1])
+            w[cols] = fit_bt_weights(chosen[fit_rows][:, cols] - rejected[fit_rows][:, cols],
+                                     head_report[name]["C"],
+                                     margins=margins[fold_of != f] if np.any(margins) else None, name=name)
             w /= (reference @ w).std()
             r_w[held, i] = chosen[held] @ w
             r_l[held, i] = rejected[held] @ w
@@ -272,6 +299,8 @@ def train_reward_model(config: ArmoRMConfig, data=None, *, backbone: Backbone | 
         except Exception:  # an in-memory backbone without a reloadable reference
             spec = {"kind": "in_memory", "fingerprint": backbone.fingerprint}
 
+    full_dim = int(backbone.feature_dim)
+    keep = feature_columns(backbone, config.features, full_dim)  # a bad name fails before any embedding
     t_embed = time.perf_counter()
     n = len(pairs)
     prompts = [p.prompt for p in pairs] * 2 + [r.prompt for r in ratings]
@@ -290,7 +319,7 @@ def train_reward_model(config: ArmoRMConfig, data=None, *, backbone: Backbone | 
     reference_lengths = response_lengths([responses[i] for i in first])
 
     W, kinds, head_report = fit_objective_heads(config, objectives, pairs, ratings, (chosen_f, rejected_f),
-                                                rating_f, reference, reference_lengths)
+                                                rating_f, reference, reference_lengths, keep)
     v = objectives.index(config.verbosity_objective)
     R_ref = reference @ W.T
     if config.decorrelate:
@@ -306,15 +335,19 @@ def train_reward_model(config: ArmoRMConfig, data=None, *, backbone: Backbone | 
         deco_report = {}
 
     raw_w, raw_l = crossfit_pair_rewards(config, objectives, kinds, W, head_report, pairs, (chosen_f, rejected_f),
-                                         reference)
+                                         reference, keep)
     r_w, r_l = apply_transform(raw_w, T), apply_transform(raw_l, T)
     gating_fit = train_gating(chosen_f.prompt, r_w, r_l, hidden=tuple(config.gating_hidden),
                               dropout=config.gating_dropout, temperature=config.gating_temperature,
                               steps=config.gating_steps, batch_size=config.gating_batch_size, lr=config.gating_lr,
-                              weight_decay=config.gating_weight_decay, seed=config.seed, progress=config.progress)
-    baseline = fit_bt_head(chosen_f.response.astype(np.float64) - rejected_f.response.astype(np.float64),
+                              weight_decay=config.gating_weight_decay, seed=config.seed, progress=config.progress,
+                              method=config.gating_method)
+    baseline = fit_bt_head(chosen_f.response[:, keep].astype(np.float64)
+                           - rejected_f.response[:, keep].astype(np.float64),
                            Cs=np.asarray(config.bt_cs), val_fraction=config.head_val_fraction, seed=config.seed)
     fit_s = time.perf_counter() - t_fit
+    baseline_full = np.zeros(full_dim)
+    baseline_full[keep] = baseline.w
 
     stats = {"embed_s": embed_s, "fit_s": fit_s, "total_s": time.perf_counter() - t_start,
              "n_pairs": n, "n_ratings": len(ratings), "n_reference": int(len(first)),
@@ -324,7 +357,7 @@ def train_reward_model(config: ArmoRMConfig, data=None, *, backbone: Backbone | 
                 "baseline": {"C": float(baseline.C), "val_accuracy": float(baseline.val_accuracy)},
                 "training": stats, "config": _config_record(config)}
     model = RewardModel(objective_names=objectives, objective_kinds=kinds, W=W.astype(np.float32),
-                        T=T.astype(np.float32), gating=gating_fit.network, baseline_w=baseline.w.astype(np.float32),
+                        T=T.astype(np.float32), gating=gating_fit.network, baseline_w=baseline_full.astype(np.float32),
                         backbone_spec=spec, metadata=metadata, backbone=backbone)
     if config.output_dir:
         model.save_pretrained(config.output_dir, overwrite=overwrite)

@@ -1,7 +1,14 @@
 """Stage 2 of ArmoRM: a prompt-conditioned gating network over the de-correlated objective rewards.
 
 g(x) = softmax(MLP(h(x)) / tau) on the simplex, R(x, y) = s * sum_i g_i(x) r'_i(x, y) with a learnable scalar scale s.
-Only the MLP and s train, with the Bradley-Terry loss -log sigma(R(x, y_w) - R(x, y_l)) on preference pairs.
+Three ways to fit it (`GATING_METHODS`):
+
+- ``"bt"`` (ArmoRM): the MLP and s train with the Bradley-Terry loss -log sigma(R(x, y_w) - R(x, y_l)) on pairs;
+- ``"pro"`` (Preference Orchestrator, ALGORITHMS.md section 11): g(x) regresses (cross-entropy) onto the normalised
+  objective rewards of the preferred reply, t(x) = softmax(r'(x, y_w)), then s alone is fitted with the BT loss;
+- ``"pro_margin"``: the same with the target softmax(r'(x, y_w) - r'(x, y_l)): the objectives that explain the
+  preference rather than those the preferred reply scores high on;
+- ``"none"``: no prompt conditioning; one weight vector on the simplex (and s) trained with the BT loss.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from torch import nn
 
 BLOCK_ROWS = 64
 """Rows per matrix product in `rowwise_matmul`."""
+GATING_METHODS = ("bt", "pro", "pro_margin", "none")
+"""How the gating is fitted (see the module docstring)."""
 SMALL_STEP_MACS = 1 << 28
 """Below this many multiply-adds in a training step's forward pass (the default 256-256 MLP on 576-768-dim prompts
 with batch 512: about 1.3e8), gating trains on one thread (see train_gating)."""
@@ -62,7 +71,7 @@ class GatingNetwork(nn.Module):
     """g(x) = softmax(MLP(h(x)) / temperature); `scale` is the learnable s of R = s * sum_i g_i r'_i."""
 
     def __init__(self, prompt_dim: int, n_objectives: int, hidden: Sequence[int] = (64,),
-                 dropout: float = 0.2, temperature: float = 10.0) -> None:
+                 dropout: float = 0.2, temperature: float = 10.0, conditioned: bool = True) -> None:
         super().__init__()
         if prompt_dim < 1 or n_objectives < 1:
             raise ValueError(f"prompt_dim and n_objectives must be positive, got {prompt_dim}, {n_objectives}")
@@ -75,22 +84,36 @@ class GatingNetwork(nn.Module):
         self.hidden = tuple(int(h) for h in hidden)
         self.dropout = float(dropout)
         self.temperature = float(temperature)
+        self.conditioned = bool(conditioned)
         layers: list[nn.Module] = []
         width = self.prompt_dim
+        if not self.conditioned:  # one weight vector for every prompt: only the output bias is a parameter
+            self.hidden = ()
+            self.logits = nn.Parameter(torch.zeros(self.n_objectives))
         for h in self.hidden:
             layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(self.dropout)]
             width = h
-        layers.append(nn.Linear(width, self.n_objectives))
+        if self.conditioned:
+            layers.append(nn.Linear(width, self.n_objectives))
         self.mlp = nn.Sequential(*layers)
         self.scale = nn.Parameter(torch.tensor(1.0))
 
     def config(self) -> dict[str, Any]:
         """The constructor settings besides the dimensions (saved in a model's config.json)."""
-        return {"hidden": list(self.hidden), "dropout": self.dropout, "temperature": self.temperature}
+        out: dict[str, Any] = {"hidden": list(self.hidden), "dropout": self.dropout, "temperature": self.temperature}
+        if not self.conditioned:
+            out["conditioned"] = False
+        return out
+
+    def logits_of(self, h_x: torch.Tensor) -> torch.Tensor:
+        """The pre-softmax gating logits, (n, k)."""
+        if not self.conditioned:
+            return self.logits.expand(h_x.shape[0], -1)
+        return self.mlp(h_x)
 
     def forward(self, h_x: torch.Tensor) -> torch.Tensor:
         """Gating weights g(x), (n, k), each row on the simplex."""
-        return torch.softmax(self.mlp(h_x) / self.temperature, dim=-1)
+        return torch.softmax(self.logits_of(h_x) / self.temperature, dim=-1)
 
     def reward(self, h_x: torch.Tensor, r_prime: torch.Tensor) -> torch.Tensor:
         """R = s * sum_i g_i(x) r'_i, (n,)."""
@@ -99,6 +122,9 @@ class GatingNetwork(nn.Module):
     def weights_numpy(self, h_x: np.ndarray) -> np.ndarray:
         """g(x) in float64 numpy, evaluation mode (no dropout), each row independent of the others bit for bit."""
         x = np.asarray(h_x, dtype=np.float64)
+        if not self.conditioned:
+            logits = self.logits.detach().cpu().double().numpy()
+            return softmax_rows(np.broadcast_to(logits, (x.shape[0], self.n_objectives)) / self.temperature)
         for layer in self.mlp:
             if isinstance(layer, nn.Linear):
                 W = layer.weight.detach().cpu().double().numpy()
@@ -136,14 +162,45 @@ def _bt_loss(net: GatingNetwork, h: torch.Tensor, rw: torch.Tensor, rl: torch.Te
     return nn.functional.softplus(-margin).mean()
 
 
+def _pro_loss(net: GatingNetwork, h: torch.Tensor, rw: torch.Tensor, rl: torch.Tensor) -> torch.Tensor:
+    target = torch.softmax(rw, dim=-1)
+    log_g = torch.log_softmax(net.logits_of(h) / net.temperature, dim=-1)
+    return -(target * log_g).sum(dim=-1).mean()
+
+
+def _pro_margin_loss(net: GatingNetwork, h: torch.Tensor, rw: torch.Tensor, rl: torch.Tensor) -> torch.Tensor:
+    target = torch.softmax(rw - rl, dim=-1)
+    log_g = torch.log_softmax(net.logits_of(h) / net.temperature, dim=-1)
+    return -(target * log_g).sum(dim=-1).mean()
+
+
 @torch.no_grad()
-def _evaluate(net: GatingNetwork, h: torch.Tensor, rw: torch.Tensor, rl: torch.Tensor) -> tuple[float, float]:
+def _fit_scale(net: GatingNetwork, h: torch.Tensor, rw: torch.Tensor, rl: torch.Tensor, steps: int = 50) -> None:
+    """Newton's method on the 1-D BT loss of s, the gating held fixed (PRO fits g without the pairs' order)."""
+    net.eval()
+    m = ((net(h) * (rw - rl)).sum(dim=-1)).double()
+    s = torch.tensor(1.0, dtype=torch.float64)
+    for _ in range(steps):
+        p = torch.sigmoid(-s * m)
+        grad = -(m * p).mean()
+        hess = (m * m * p * (1 - p)).mean() + 1e-9
+        step = grad / hess
+        s = torch.clamp(s - step, min=0.0, max=1e3)
+        if abs(float(step)) < 1e-10:
+            break
+    net.scale.copy_(s.float())
+
+
+@torch.no_grad()
+def _evaluate(net: GatingNetwork, h: torch.Tensor, rw: torch.Tensor, rl: torch.Tensor,
+              loss_fn=None) -> tuple[float, float]:
+    """(loss, BT accuracy); the loss is `loss_fn`'s (default: the BT loss)."""
     if h.shape[0] == 0:
         return math.nan, math.nan
     net.eval()
     g = net(h)
     margin = net.scale * ((g * (rw - rl)).sum(dim=-1))
-    loss = nn.functional.softplus(-margin).mean().item()
+    loss = (loss_fn or _bt_loss)(net, h, rw, rl).item()
     acc = ((margin > 0).double() + 0.5 * (margin == 0).double()).mean().item()
     return loss, acc
 
@@ -152,7 +209,7 @@ def train_gating(h_x_pairs: np.ndarray, r_w: np.ndarray, r_l: np.ndarray, *, hid
                  dropout: float = 0.2, temperature: float = 10.0, steps: int = 1000, batch_size: int = 512,
                  lr: float = 1e-3, weight_decay: float = 0.0, val_fraction: float = 0.1, seed: int = 0,
                  progress: bool = False, num_threads: int | None = None, restore_best: bool = True,
-                 eval_every: int | None = None) -> GatingFit:
+                 eval_every: int | None = None, method: str = "bt") -> GatingFit:
     """Train g and s on preference pairs with the Bradley-Terry loss.
 
     h_x_pairs: (n, dp) prompt features h(x) of each pair; r_w, r_l: (n, k) DE-CORRELATED objective rewards r' = T r
@@ -165,6 +222,9 @@ def train_gating(h_x_pairs: np.ndarray, r_w: np.ndarray, r_l: np.ndarray, *, hid
     `restore_best`: with a validation split, return the network of the evaluation point (every `eval_every` steps,
     default steps // 20) with the lowest validation loss (early stopping; "best_step" in the history); a small
     preference set overfits a wide MLP long before the paper's 2000 steps.
+
+    `method`: one of GATING_METHODS (see the module docstring); with "pro" / "pro_margin" the curve and early
+    stopping follow the cross-entropy to the targets, and s is fitted last.
 
     `num_threads`: torch intra-op threads while training (restored afterwards). None: one thread when a step's
     forward pass is smaller than SMALL_STEP_MACS multiply-adds, else torch's current setting. Steps that small gain
@@ -186,6 +246,10 @@ def train_gating(h_x_pairs: np.ndarray, r_w: np.ndarray, r_l: np.ndarray, *, hid
         raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {steps}, {batch_size}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if method not in GATING_METHODS:
+        raise ValueError(f"gating method must be one of {GATING_METHODS}, got {method!r}")
+    train_loss = {"pro": _pro_loss, "pro_margin": _pro_margin_loss}.get(method, _bt_loss)
+    pro = method in ("pro", "pro_margin")
 
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
@@ -204,10 +268,12 @@ def train_gating(h_x_pairs: np.ndarray, r_w: np.ndarray, r_l: np.ndarray, *, hid
 
     with _torch_threads(num_threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = GatingNetwork(h_tr.shape[1], rw_tr.shape[1], hidden=hidden, dropout=dropout, temperature=temperature)
-        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-        init_train, _ = _evaluate(net, h_tr, rw_tr, rl_tr)
-        init_val, init_acc = _evaluate(net, h_va, rw_va, rl_va)
+        net = GatingNetwork(h_tr.shape[1], rw_tr.shape[1], hidden=hidden, dropout=dropout, temperature=temperature,
+                            conditioned=method != "none")
+        params = [q for name, q in net.named_parameters() if not pro or name != "scale"]
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        init_train, _ = _evaluate(net, h_tr, rw_tr, rl_tr, train_loss)
+        init_val, init_acc = _evaluate(net, h_va, rw_va, rl_va, train_loss)
         history: dict[str, Any] = {"step": [0], "train_loss": [init_train], "val_loss": [init_val],
                                    "val_accuracy": [init_acc]}
         keep_best = restore_best and n_val > 0
@@ -227,14 +293,14 @@ def train_gating(h_x_pairs: np.ndarray, r_w: np.ndarray, r_l: np.ndarray, *, hid
             idx = order[pos:pos + bs]
             pos += bs
             net.train()
-            loss = _bt_loss(net, h_tr[idx], rw_tr[idx], rl_tr[idx])
+            loss = train_loss(net, h_tr[idx], rw_tr[idx], rl_tr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             running += loss.item()
             count += 1
             if step % eval_every == 0 or step == steps:
-                val_loss, val_acc = _evaluate(net, h_va, rw_va, rl_va)
+                val_loss, val_acc = _evaluate(net, h_va, rw_va, rl_va, train_loss)
                 history["step"].append(step)
                 history["train_loss"].append(running / count)
                 history["val_loss"].append(val_loss)
@@ -251,12 +317,14 @@ def train_gating(h_x_pairs: np.ndarray, r_w: np.ndarray, r_l: np.ndarray, *, hid
             bar.close()
         if best_state is not None:
             net.load_state_dict(best_state)
+        if pro:
+            _fit_scale(net, h_tr, rw_tr, rl_tr)
         net.eval()
-        final_train, _ = _evaluate(net, h_tr, rw_tr, rl_tr)
-        final_val, final_acc = _evaluate(net, h_va, rw_va, rl_va)
+        final_train, _ = _evaluate(net, h_tr, rw_tr, rl_tr, train_loss)
+        final_val, final_acc = _evaluate(net, h_va, rw_va, rl_va, train_loss)
     history.update({"initial_train_loss": init_train, "final_train_loss": final_train,
                     "initial_val_loss": init_val, "final_val_loss": final_val, "final_val_accuracy": final_acc,
                     "scale": float(net.scale.detach()), "n_train": int(n_train), "n_val": int(n_val),
-                    "steps": int(steps), "best_step": int(best_step if keep_best else steps),
+                    "steps": int(steps), "best_step": int(best_step if keep_best else steps), "method": method,
                     "seconds": time.perf_counter() - t0})
     return GatingFit(network=net, history=history)

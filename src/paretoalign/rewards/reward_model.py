@@ -5,6 +5,9 @@
     R(x, y)  = s * sum_i g_i(x) r'_i(x, y)    with the gating network
     R_w(x, y) = sum_i w_i r'_i(x, y)          with user weights w (Directional Preference Alignment: no s, no gating)
 
+Where length decided: `RewardOutput.verbosity_contribution` is the verbosity objective's term of R, s * g_v(x) r'_v
+(or w_v r'_v with user weights), v being `RewardModel.verbosity_objective`.
+
 Scoring math runs in float64 numpy on the float32 parameters and features; every output row depends on its own
 input row only, bit for bit (see `rowwise_matmul`), so a response scores the same in any batch.
 """
@@ -48,19 +51,27 @@ class RewardOutput:
     """(n, k) the raw head outputs r = W h(x, y)."""
     gating: np.ndarray
     """(n, k) the weights actually used: g(x) from the gating network, or the user's weights on every row."""
-    baseline: np.ndarray
-    """(n,) the pooled Bradley-Terry baseline head's score."""
+    baseline: np.ndarray | None
+    """(n,) the pooled Bradley-Terry baseline head's score; None for models without one (a sequence classifier)."""
     objective_names: list[str]
+    verbosity_contribution: np.ndarray | None = None
+    """(n,) the verbosity objective's term of `score`: s * g_v(x) r'_v with the gating, w_v r'_v with user weights;
+    None for models without a verbosity (length) objective, such as a plain sequence classifier."""
 
     def __len__(self) -> int:
         return int(self.score.shape[0])
 
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per row: {"score": float, "objectives": {name: r'_i}, "gating": {name: weight}}."""
+        """One dict per row: {"score", "objectives": {name: r'_i}, "gating": {name: weight}, "verbosity_contribution"}.
+
+        "verbosity_contribution" is None when the model has no verbosity objective.
+        """
         names = self.objective_names
+        verbosity = self.verbosity_contribution
         return [{"score": float(self.score[j]),
                  "objectives": {name: float(self.objectives[j, i]) for i, name in enumerate(names)},
-                 "gating": {name: float(self.gating[j, i]) for i, name in enumerate(names)}}
+                 "gating": {name: float(self.gating[j, i]) for i, name in enumerate(names)},
+                 "verbosity_contribution": None if verbosity is None else float(verbosity[j])}
                 for j in range(len(self))]
 
 
@@ -74,7 +85,8 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON-serialisable")
 
 
-def _as_prompt(prompt: Any, index: int) -> list[Message]:
+def as_prompt(prompt: Any, index: int) -> list[Message]:
+    """A prompt (a string or a list of {"role", "content"} messages) as messages; InputError naming row `index`."""
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
     if isinstance(prompt, Sequence) and all(isinstance(m, Mapping) and isinstance(m.get("role"), str)
@@ -82,6 +94,20 @@ def _as_prompt(prompt: Any, index: int) -> list[Message]:
         return [dict(m) for m in prompt]
     raise InputError(f"row {index}: a prompt is a string or a list of {{'role', 'content'}} messages, "
                      f"got {type(prompt).__name__}", field="prompts")
+
+
+def check_score_inputs(prompts: Any, responses: Any) -> list[list[Message]]:
+    """The prompts of `score`'s rows as message lists, after checking both sequences (InputError naming the row)."""
+    if isinstance(prompts, str) or isinstance(responses, str):
+        raise InputError("prompts and responses must be sequences (one entry per row), not single strings",
+                         field="prompts" if isinstance(prompts, str) else "responses")
+    if len(prompts) != len(responses):
+        raise InputError(f"{len(prompts)} prompts but {len(responses)} responses: give one prompt per response",
+                         field="responses")
+    for i, r in enumerate(responses):
+        if not isinstance(r, str):
+            raise InputError(f"row {i}: a response is a string, got {type(r).__name__}", field="responses")
+    return [as_prompt(p, i) for i, p in enumerate(prompts)]
 
 
 class RewardModel:
@@ -146,6 +172,17 @@ class RewardModel:
     def scale(self) -> float:
         """The learned scale s of the gated score."""
         return float(self.gating.scale.detach())
+
+    @property
+    def verbosity_objective(self) -> str | None:
+        """The length-derived objective: the training config's `verbosity_objective` (default "verbosity") when the
+        model has it, else its one objective of kind "length"; None when it has neither."""
+        config = self.metadata.get("config")
+        name = config.get("verbosity_objective", "verbosity") if isinstance(config, dict) else "verbosity"
+        if name in self.objective_names:
+            return str(name)
+        lengths = [n for n in self.objective_names if self.objective_kinds.get(n) == "length"]
+        return lengths[0] if len(lengths) == 1 else None
 
     @property
     def backbone(self) -> Backbone:
@@ -221,14 +258,21 @@ class RewardModel:
         raw = rowwise_matmul(H, self.W.T)
         objectives = rowwise_matmul(raw, self.T.T)
         baseline = rowwise_matmul(H, self.baseline_w[:, None])[:, 0]
+        scale = 1.0
         if w is None:
             gating = self.gating.weights_numpy(P)
-            score = self.scale * row_sum(gating * objectives)
+            scale = self.scale
+            score = scale * row_sum(gating * objectives)
         else:
             gating = np.broadcast_to(w, objectives.shape).copy()
             score = row_sum(objectives * w)
+        verbosity = None
+        if self.verbosity_objective is not None:
+            v = self.objective_names.index(self.verbosity_objective)
+            verbosity = scale * (gating[:, v] * objectives[:, v])
         return RewardOutput(score=score, objectives=objectives, objectives_raw=raw, gating=gating,
-                            baseline=baseline, objective_names=list(self.objective_names))
+                            baseline=baseline, objective_names=list(self.objective_names),
+                            verbosity_contribution=verbosity)
 
     def score(self, prompts: Sequence[str | list[Message]], responses: Sequence[str], *, weights: Weights = None,
               batch_size: int | None = None, progress: bool = False) -> RewardOutput:
@@ -237,17 +281,8 @@ class RewardModel:
         A prompt is a string (one user message) or a list of {"role", "content"} messages. `weights`: None uses
         the gating network; a {objective: weight} dict or a length-k sequence gives R = sum_i w_i r'_i.
         """
-        if isinstance(prompts, str) or isinstance(responses, str):
-            raise InputError("prompts and responses must be sequences (one entry per row), not single strings",
-                             field="prompts" if isinstance(prompts, str) else "responses")
-        if len(prompts) != len(responses):
-            raise InputError(f"{len(prompts)} prompts but {len(responses)} responses: give one prompt per response",
-                             field="responses")
-        for i, r in enumerate(responses):
-            if not isinstance(r, str):
-                raise InputError(f"row {i}: a response is a string, got {type(r).__name__}", field="responses")
+        conversations = check_score_inputs(prompts, responses)
         self.resolve_weights(weights)  # fail before the (slow) embedding
-        conversations = [_as_prompt(p, i) for i, p in enumerate(prompts)]
         features = self.backbone.embed(conversations, list(responses), batch_size=batch_size, progress=progress)
         return self.score_features(features, weights)
 
@@ -334,7 +369,8 @@ class RewardModel:
         try:
             gating = GatingNetwork(dp, k, hidden=gating_cfg.get("hidden", ()),
                                    dropout=gating_cfg.get("dropout", 0.0),
-                                   temperature=gating_cfg.get("temperature", 1.0))
+                                   temperature=gating_cfg.get("temperature", 1.0),
+                                   conditioned=gating_cfg.get("conditioned", True) is not False)
         except (TypeError, ValueError) as exc:
             raise ModelFormatError(f"{config_path}: bad gating settings {gating_cfg} ({exc})") from exc
         expected.update({f"gating.{key}": tuple(v.shape) for key, v in gating.state_dict().items()})

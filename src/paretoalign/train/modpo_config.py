@@ -37,8 +37,10 @@ class MODPOConfig(DPOConfig):
         metadata={"help": "'reward_model': per-objective rewards of our multi-objective RM; 'implicit': beta_i * "
                           "log pi_i/pi_ref of DPO-trained policies (margin_policies)."})
     reward_model: str = field(
-        default="runs/default-rm",
-        metadata={"help": "Directory of the multi-objective reward model (margin_source='reward_model')."})
+        default="default",
+        metadata={"help": "Reward model (margin_source='reward_model'): a folder from train-rm, `default` (the "
+                          "shipped one), or a Hugging Face sequence-classification folder or hub id (labels as "
+                          "objectives)."})
     margin_policies: list[str] | None = field(
         default=None,
         metadata={"help": "One DPO-trained policy directory per margin objective (margin_source='implicit')."})

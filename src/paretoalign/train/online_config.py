@@ -19,8 +19,9 @@ class OnlineTrainingConfig(PolicyTrainingConfig):
                           "prompts of the bundled default pairs."})
     max_prompts: int | None = field(default=None, metadata={"help": "Use at most this many prompts (file order)."})
     reward_model: str = field(
-        default="runs/default-rm",
-        metadata={"help": "Directory of the multi-objective reward model (`paretoalign demo` trains the default)."})
+        default="default",
+        metadata={"help": "Reward model: `default` (the shipped one), a folder from train-rm, or a Hugging Face "
+                          "sequence-classification folder or hub id."})
     weights: dict[str, float] | None = field(
         default=None,
         metadata={"help": "Objective weights of the reward, e.g. {helpfulness: 0.7, harmlessness: 0.3}; None: the "

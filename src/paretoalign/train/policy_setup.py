@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -72,9 +72,12 @@ def wrap_lora(model: Any, config: PolicyTrainingConfig) -> Any:
     return peft_model(model, lora)
 
 
-def load_policy_for_training(config: PolicyTrainingConfig, model: Any = None, tokenizer: Any = None
-                             ) -> tuple[Any, Any]:
-    """(trainable policy, tokenizer) on the training device, LoRA-wrapped when config.lora, in eval mode."""
+def load_policy_for_training(config: PolicyTrainingConfig, model: Any = None, tokenizer: Any = None, *,
+                             trainable_modules: Sequence[str] = ()) -> tuple[Any, Any]:
+    """(trainable policy, tokenizer) on the training device, LoRA-wrapped when config.lora, in eval mode.
+
+    `trainable_modules`: names of top-level modules (e.g. a new reward head ``score``) trained in full even with
+    LoRA."""
     if model is None:
         model, loaded = load_causal_lm(config.model, trust_remote_code=config.trust_remote_code)
         tokenizer = tokenizer if tokenizer is not None else loaded
@@ -83,6 +86,9 @@ def load_policy_for_training(config: PolicyTrainingConfig, model: Any = None, to
     model.to(training_device(config))
     if config.lora:
         model = wrap_lora(model, config)
+        for name, p in model.named_parameters():
+            if plain_name(name).split(".", 1)[0] in trainable_modules:
+                p.requires_grad_(True)
     else:
         for p in model.parameters():
             p.requires_grad_(True)

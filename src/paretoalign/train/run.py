@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,18 +140,19 @@ def claim_run(method: str, config: PolicyTrainingConfig, *, overwrite: bool = Fa
 
 
 def start_run(method: str, config: PolicyTrainingConfig, total_steps: int, *, model: Any = None,
-              tokenizer: Any = None, overwrite: bool = False) -> TrainingRun:
+              tokenizer: Any = None, overwrite: bool = False, trainable_modules: Sequence[str] = ()) -> TrainingRun:
     """Load the policy, build AdamW, and restore ``output_dir/checkpoint`` when resuming.
 
     ``output_dir`` is checked first (`check_run_dir`) and claimed (`claim_run`) once the policy has loaded; with
     `overwrite`, a folder that held anything (a previous run included) is emptied and the run starts over.
+    `trainable_modules`: top-level modules trained in full even with LoRA (a reward head).
     """
     from accelerate import Accelerator
 
     if total_steps < 1:
         raise InputError(f"nothing to train: {total_steps} steps", field="max_steps")
     check_run_dir(method, config, overwrite=overwrite)
-    policy, tokenizer = load_policy_for_training(config, model, tokenizer)
+    policy, tokenizer = load_policy_for_training(config, model, tokenizer, trainable_modules=trainable_modules)
     params = list(trainable_parameters(policy).values())
     if not params:
         raise InputError("the policy has no trainable parameters", field="lora_target_modules")
@@ -213,16 +214,26 @@ def save_policy(model: Any, tokenizer: Any, directory: str | Path, record: dict[
     return Path(directory)
 
 
-def finish_run(run: TrainingRun, stats: dict[str, Any]) -> Any:
-    """Close logging, merge LoRA, save the policy to ``run_dir/policy``; returns the plain trained model."""
+ModelSaver = Callable[[Any, Any, Path, dict[str, Any]], Path]
+"""(model, tokenizer, directory, training record) -> the directory written."""
+
+
+def finish_run(run: TrainingRun, stats: dict[str, Any], *, prepare: Callable[[Any], Any] | None = None,
+               save: ModelSaver = save_policy, output_name: str = POLICY_DIR) -> Any:
+    """Close logging, merge LoRA, save the policy to ``run_dir/policy``; returns the plain trained model.
+
+    `prepare` turns the merged model into what is saved and returned (e.g. a sequence classifier), `save` writes it
+    to ``run_dir/<output_name>``."""
     if run.progress is not None:
         run.progress.close()
     run.metrics.close()
     model = merged_policy(run.accelerator.unwrap_model(run.model))
+    if prepare is not None:
+        model = prepare(model)
     model.eval()
     stats = {**stats, "method": run.method, "steps": run.step, "train_s": time.perf_counter() - run.started}
     if run.run_dir is not None and run.accelerator.is_main_process:
         record = {"method": run.method, "config": config_record(run.config), "stats": stats}
-        save_policy(model, run.tokenizer, run.run_dir / POLICY_DIR, record)
+        save(model, run.tokenizer, run.run_dir / output_name, record)
         write_json_atomic(run.run_dir / TRAINING_RECORD, record)
     return model
