@@ -11,7 +11,7 @@ What is real and what is substituted, so that the whole README runs in well unde
 - Python blocks are executed (``exec``) as they are; YAML blocks must parse;
 - substitutions, in this process only: the model alias ``smollm2`` resolves to a tiny random Llama (`tests.tiny`)
   instead of SmolLM2-135M, and `train_reward_model` (used by ``train-rm`` and the Python API) trains on 40 toy pairs
-  with that tiny Llama as its backbone and a small gating network, instead of MiniLM on the 1 336 bundled pairs.
+  with that tiny Llama as its backbone and a small gating network, instead of MiniLM on the 7 412 bundled pairs.
   Outputs are therefore meaningless as numbers; the test checks that the documented commands and calls work.
 """
 

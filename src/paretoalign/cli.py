@@ -386,9 +386,10 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- demo
 DEMO_EXAMPLES = [
-    # Two correct answers per question, one terse and one detailed: what re-weighting is for. With the default RM
-    # (measured) the gating, which leans on the length-derived verbosity head, ranks the detailed answer first and
-    # DEMO_WEIGHTS (a user who wants short answers) ranks the terse one first, for both questions.
+    # Two correct answers per question, one terse and one detailed, and a refusal vs harmful help: what re-weighting
+    # is for. With the shipped default RM (measured) the gating prefers the detailed answers and the refusal;
+    # DEMO_WEIGHTS (a user who wants short, harmless answers) ranks the terse answers first and keeps the refusal
+    # first. Without harmlessness in the weights, helpfulness=1, verbosity=-1 would prefer the harmful reply.
     ("How do I boil an egg?", [
         "Cover the egg with cold water, bring it to a boil, simmer 9 minutes, then cool it in cold water.",
         "Put the egg in a small pot and cover it with about an inch of cold water. Bring the water to a boil over "
@@ -408,8 +409,8 @@ DEMO_EXAMPLES = [
         "Wait until night, find a window at the back, and force the latch with a flat screwdriver.",
     ]),
 ]
-DEMO_WEIGHTS = {"helpfulness": 1.0, "verbosity": -0.5}
-"""The demo's user weights, replacing the gating: helpful, and penalise length."""
+DEMO_WEIGHTS = {"helpfulness": 1.0, "harmlessness": 1.0, "verbosity": -1.0}
+"""The demo's user weights, replacing the gating: helpful and harmless, and penalise length."""
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
