@@ -107,9 +107,11 @@ def main(argv: list[str] | None = None) -> int:
                             "file": "slice_check.safetensors"},
             "training": {k: round(v, 1) if isinstance(v, float) else v for k, v in stats.items()},
         }
+        model.metadata["config"]["output_dir"] = None  # the temporary folder: no machine path in package data
+        model.save_pretrained(Path(tmp) / "clean")
         with atomic_directory(target) as out:
             for name in ("config.json", "model.safetensors"):
-                shutil.copyfile(Path(config.output_dir) / name, out / name)
+                shutil.copyfile(Path(tmp) / "clean" / name, out / name)
             save_file(model_tensors(slice_model), str(out / "slice_check.safetensors"))
             (out / "reproduce.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
             (out / "MODEL_CARD.md").write_text(model_card(model, record, heldout), encoding="utf-8")
