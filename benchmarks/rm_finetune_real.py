@@ -182,6 +182,18 @@ def paired_difference(a_chosen, a_rejected, b_chosen, b_rejected, groups: list[s
     return out
 
 
+def _portable(value):
+    """A path argument relative to the repository when it lies inside it or beside it (no machine paths in results)."""
+    if not isinstance(value, str) or not os.path.isabs(value):
+        return value
+    for base, prefix in ((REPO_ROOT, ""), (REPO_ROOT.parent, "../")):
+        try:
+            return prefix + str(Path(value).resolve().relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return "<outside the repository>"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -239,7 +251,7 @@ def main(argv=None) -> int:
         "benchmark": "rm_finetune_real", "model": args.model, "datasets": list(DATASETS),
         "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs),
         "eval_pairs_per_dataset": {name: groups.count(name) for name in DATASETS},
-        "args": {k: v for k, v in vars(args).items() if k != "method_list"},
+        "args": {k: _portable(v) for k, v in vars(args).items() if k != "method_list"},
         "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         "runs": {m: {k: v for k, v in r.items()} for m, r in runs.items()},
         "mean_accuracy": {k: {"accuracy": report.mean.metrics[k].accuracy, "ci": list(report.mean.metrics[k].ci)}
