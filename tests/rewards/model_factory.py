@@ -60,3 +60,21 @@ class RecordingBackbone:
 
     def spec(self):
         return {"kind": "recording"}
+
+
+def random_llama_rm(tiny_llama_dir) -> RewardModel:
+    """A 3-objective RewardModel with random heads on a tiny Llama backbone (export and classifier round trips)."""
+    from paretoalign.embed.causal_lm import CausalLMBackbone
+
+    backbone = CausalLMBackbone(str(tiny_llama_dir), max_length=256)
+    rng = np.random.default_rng(0)
+    names = ["helpfulness", "harmlessness", "verbosity"]
+    T = np.eye(3, dtype=np.float32)
+    T[:2, 2] = [-0.3, -0.1]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        gating = GatingNetwork(backbone.prompt_feature_dim, 3, hidden=(8,))
+    return RewardModel(names, {"helpfulness": "bradley_terry", "harmlessness": "ridge", "verbosity": "length"},
+                       W=rng.standard_normal((3, backbone.feature_dim)).astype(np.float32), T=T, gating=gating,
+                       baseline_w=rng.standard_normal(backbone.feature_dim).astype(np.float32),
+                       backbone_spec=backbone.spec(), backbone=backbone)

@@ -8,9 +8,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from paretoalign.embed.causal_lm import CausalLMBackbone
 from paretoalign.errors import InputError
 from paretoalign.rewards.export_hf import export_sequence_classifier
-from paretoalign.rewards.gating import GatingNetwork
 from paretoalign.rewards.reward_model import RewardModel
-from tests.rewards.model_factory import random_model
+from tests.rewards.model_factory import random_llama_rm, random_model
 
 PROMPTS = [
     [{"role": "user", "content": "How do I bake bread?"}],
@@ -30,18 +29,7 @@ WEIGHTS = {"helpfulness": 1.0, "harmlessness": 0.7, "verbosity": -0.4}
 
 @pytest.fixture(scope="module")
 def llama_rm(tiny_llama_dir):
-    backbone = CausalLMBackbone(str(tiny_llama_dir), max_length=256)
-    rng = np.random.default_rng(0)
-    names = ["helpfulness", "harmlessness", "verbosity"]
-    T = np.eye(3, dtype=np.float32)
-    T[:2, 2] = [-0.3, -0.1]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        gating = GatingNetwork(backbone.prompt_feature_dim, 3, hidden=(8,))
-    return RewardModel(names, {"helpfulness": "bradley_terry", "harmlessness": "ridge", "verbosity": "length"},
-                       W=rng.standard_normal((3, backbone.feature_dim)).astype(np.float32), T=T, gating=gating,
-                       baseline_w=rng.standard_normal(backbone.feature_dim).astype(np.float32),
-                       backbone_spec=backbone.spec(), backbone=backbone)
+    return random_llama_rm(tiny_llama_dir)
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,14 @@ from transformers import GPT2Config, GPT2ForSequenceClassification, LlamaConfig,
 
 from paretoalign.cli import main
 from paretoalign.embed.backbone import TruncationWarning
-from paretoalign.embed.causal_lm import CausalLMBackbone
 from paretoalign.errors import InputError
 from paretoalign.rewards import shipped
 from paretoalign.rewards.export_hf import export_sequence_classifier
-from paretoalign.rewards.gating import GatingNetwork
 from paretoalign.rewards.hf_classifier import SequenceClassifierRM
 from paretoalign.rewards.loading import PARETOALIGN, SEQUENCE_CLASSIFIER, inspect_reward_model, load_reward_model
 from paretoalign.rewards.reward_model import RewardModel
+from tests.cli.conftest import write_jsonl
+from tests.rewards.model_factory import random_llama_rm
 from tests.tiny import make_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -315,24 +315,7 @@ def test_export_of_our_model_scores_the_same_as_a_classifier(tiny_llama_dir, tmp
 # ---------------------------------------------------------------- commands
 
 
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def random_rm(tiny_llama_dir):
-    backbone = CausalLMBackbone(str(tiny_llama_dir), max_length=256)
-    rng = np.random.default_rng(0)
-    names = ["helpfulness", "harmlessness", "verbosity"]
-    T = np.eye(3, dtype=np.float32)
-    T[:2, 2] = [-0.3, -0.1]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        gating = GatingNetwork(backbone.prompt_feature_dim, 3, hidden=(8,))
-    return RewardModel(names, {"helpfulness": "bradley_terry", "harmlessness": "ridge", "verbosity": "length"},
-                       W=rng.standard_normal((3, backbone.feature_dim)).astype(np.float32), T=T, gating=gating,
-                       baseline_w=rng.standard_normal(backbone.feature_dim).astype(np.float32),
-                       backbone_spec=backbone.spec(), backbone=backbone)
+random_rm = random_llama_rm  # the tiny-Llama RewardModel of test_export_hf
 
 
 def test_score_command_accepts_a_classifier(clf3, clf3_dir, tmp_path):
