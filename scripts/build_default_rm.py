@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         config.output_dir = str(Path(tmp) / "rm")
         model, stats = train_reward_model(config)
-        slice_model, _ = train_reward_model(ArmoRMConfig(progress=False), slice_data(), backbone=model.backbone)
+        sliced = slice_data()
+        slice_model, _ = train_reward_model(ArmoRMConfig(progress=False), sliced, backbone=model.backbone)
         target = default_rm_dir()
         heldout = None if args.skip_eval or not args.shared.is_dir() else evaluate(model, args.shared)
         record = {
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                      "pairs": stats["n_pairs"], "pairs_per_objective": stats["pairs_per_objective"]},
             "config": {k: v for k, v in _config_record(ArmoRMConfig()).items() if k != "output_dir"},
             "tensor_sha256": tensor_digests(model),
-            "slice_check": {"per_objective": SLICE_PER_OBJECTIVE, "pairs": len(slice_data().pairs),
+            "slice_check": {"per_objective": SLICE_PER_OBJECTIVE, "pairs": len(sliced.pairs),
                             "file": "slice_check.safetensors"},
             "training": {k: round(v, 1) if isinstance(v, float) else v for k, v in stats.items()},
         }

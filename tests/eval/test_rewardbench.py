@@ -191,20 +191,9 @@ def test_the_cli_format_choices_are_the_modules():
 @pytest.fixture(scope="module")
 def tiny_rm(tmp_path_factory, tiny_llama_dir) -> Path:
     """A saved RewardModel with random heads on the tiny Llama (no training: only the wiring is under test)."""
-    from paretoalign.rewards.gating import GatingNetwork
-    from paretoalign.rewards.reward_model import RewardModel
+    from tests.test_trust import make_reward_model
 
-    spec = {"kind": "causal_lm", "model": str(tiny_llama_dir), "gguf_file": None, "max_length": 64,
-            "dtype": "float32"}
-    rng = np.random.default_rng(0)
-    model = RewardModel(objective_names=["helpfulness", "verbosity"],
-                        objective_kinds={"helpfulness": "bradley_terry", "verbosity": "length"},
-                        W=rng.normal(size=(2, 64)).astype(np.float32), T=np.eye(2, dtype=np.float32),
-                        gating=GatingNetwork(64, 2, hidden=(4,)), baseline_w=np.zeros(64, np.float32),
-                        backbone_spec=spec)
-    directory = tmp_path_factory.mktemp("rb_rm") / "rm"
-    model.save_pretrained(directory)
-    return directory
+    return make_reward_model(tmp_path_factory.mktemp("rb_rm") / "rm", tiny_llama_dir, stored_trust=False)
 
 
 # ---------------------------------------------------------------- bad input

@@ -162,16 +162,19 @@ def _bt_loss(net: GatingNetwork, h: torch.Tensor, rw: torch.Tensor, rl: torch.Te
     return nn.functional.softplus(-margin).mean()
 
 
-def _pro_loss(net: GatingNetwork, h: torch.Tensor, rw: torch.Tensor, rl: torch.Tensor) -> torch.Tensor:
-    target = torch.softmax(rw, dim=-1)
+def _cross_entropy_to(net: GatingNetwork, h: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of g(x) to softmax(target_logits)."""
+    target = torch.softmax(target_logits, dim=-1)
     log_g = torch.log_softmax(net.logits_of(h) / net.temperature, dim=-1)
     return -(target * log_g).sum(dim=-1).mean()
+
+
+def _pro_loss(net: GatingNetwork, h: torch.Tensor, rw: torch.Tensor, rl: torch.Tensor) -> torch.Tensor:
+    return _cross_entropy_to(net, h, rw)
 
 
 def _pro_margin_loss(net: GatingNetwork, h: torch.Tensor, rw: torch.Tensor, rl: torch.Tensor) -> torch.Tensor:
-    target = torch.softmax(rw - rl, dim=-1)
-    log_g = torch.log_softmax(net.logits_of(h) / net.temperature, dim=-1)
-    return -(target * log_g).sum(dim=-1).mean()
+    return _cross_entropy_to(net, h, rw - rl)
 
 
 @torch.no_grad()
