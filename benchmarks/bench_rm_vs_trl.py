@@ -112,7 +112,8 @@ def draw_train_pairs(pairs: list, n: int, seed: int) -> list:
 
 
 def load_train_pairs(args: argparse.Namespace) -> list:
-    from paretoalign.data.sources import load_training_data, shared_data_config
+    from paretoalign.data.bundled import shared_data_config
+    from paretoalign.data.sources import load_training_data
 
     if args.train_source == "bundled":
         from paretoalign.data.bundled import default_sources_config
@@ -124,7 +125,7 @@ def load_train_pairs(args: argparse.Namespace) -> list:
 
 
 def load_eval_pairs(args: argparse.Namespace) -> list:
-    from paretoalign.cli import shared_heldout_pairs
+    from paretoalign.data.heldout import shared_heldout_pairs
 
     return shared_heldout_pairs(Path(args.shared_dir), args.eval_pairs_per_dataset, args.seed)
 

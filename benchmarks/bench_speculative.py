@@ -5,10 +5,14 @@ One Best-of-N run at N (default 32) gives every candidate; because each candidat
 generator, Best-of-k for k < N is the Best-of-N run restricted to its first k candidates (exactly the samples a
 Best-of-k run would draw), which traces Best-of-N's reward-vs-tokens curve. Speculative Rejection runs for each
 (rejection rate, decision schedule) setting with the same seeds; its surviving candidates are the same samples.
+With ``--resume both`` each setting also runs without resuming pruned candidates (the paper's algorithm, "-noresume"),
+which leaves prompts without an answer where Best-of-N has one.
 
-Prints: mean pick reward, generated tokens, wall time and RM rows per method; the ratios against Best-of-N at N
-(mean reward, the fraction of Best-of-N's gain over a plain sample that is kept, tokens, wall time); the win rates
-for N = 4 and 16. Writes results.json, the per-prompt outputs and reward_vs_tokens.png into --output-dir.
+Prints: prompts without a pick and the share answered, mean pick reward, generated tokens, wall time and RM rows
+per method (Speculative Rejection: also the pruned candidates it resumed); the ratios against Best-of-N at N (mean
+reward, the fraction of Best-of-N's gain over a plain sample that is kept, tokens, wall time); the win rates for
+N = 4 and 16 (``--fresh 0`` skips them). Writes results.json, the per-prompt outputs and reward_vs_tokens.png into
+--output-dir.
 Run: ``.venv/bin/python benchmarks/bench_speculative.py --rm runs/rm-shared`` (about 40 minutes on 2 CPU cores).
 """
 
@@ -26,13 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hh_prompts import DEFAULT_HH, heldout_hh_prompts  # noqa: E402
 
 from paretoalign.atomic_io import write_json_atomic, write_jsonl_atomic  # noqa: E402
-from paretoalign.inference.best_of_n import best_of_n  # noqa: E402
+from paretoalign.inference.best_of_n import best_of_n, load_reward_model  # noqa: E402
 from paretoalign.inference.policy import Policy  # noqa: E402
 from paretoalign.inference.sampling_params import SamplingParams  # noqa: E402
 from paretoalign.inference.selection import pick_index  # noqa: E402
 from paretoalign.inference.speculative import speculative_rejection  # noqa: E402
 from paretoalign.inference.statistics import bon_win_rate, empirical_win_rate  # noqa: E402
-from paretoalign.rewards.reward_model import RewardModel  # noqa: E402
 
 SETTINGS = [(0.5, [16, 32, 64], None), (0.75, [8, 16, 32, 64], None), (0.9, [4, 8, 16], None)]
 """(rejection rate, decision points, batch rows or None for N): one Speculative Rejection run each."""
@@ -48,7 +51,8 @@ def parse_setting(text: str) -> tuple[float, list[int], int | None]:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--policy", default="smollm2")
-    p.add_argument("--rm", required=True, help="Reward model directory (e.g. runs/rm-shared from train-rm).")
+    p.add_argument("--rm", required=True, help="Reward model: a directory from train-rm (e.g. runs/rm-shared) or "
+                                               "'default' (the shipped one).")
     p.add_argument("--data", type=Path, default=DEFAULT_HH)
     p.add_argument("--prompts", type=int, default=50)
     p.add_argument("--n", type=int, default=32)
@@ -62,6 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reuse-bon", action="store_true", help="Reuse bon.jsonl of an earlier run in --output-dir.")
     p.add_argument("--settings", nargs="+", help="Speculative Rejection settings ALPHA:POINTS[:BATCH_ROWS], e.g. "
                                                  "0.75:8,16,32:128 (default: the three in SETTINGS).")
+    p.add_argument("--resume", choices=("on", "off", "both"), default="on",
+                   help="Resume pruned candidates where no complete one finished (on: the library default; off: "
+                        "the paper's algorithm, runs named -noresume; both: each setting twice).")
     return p.parse_args(argv)
 
 
@@ -75,9 +82,11 @@ def pick_rewards(rows: list[dict], k: int | None = None) -> list[float | None]:
     return out
 
 
-def summarize(name: str, rewards: list[float | None], tokens: float, wall: float, rm_rows: int) -> dict:
+def summarize(name: str, rewards: list[float | None], tokens: float, wall: float, rm_rows: int,
+              resumed: int = 0) -> dict:
     return {"method": name, "rewards": rewards, "tokens_per_prompt": tokens, "wall_s": wall, "rm_rows": rm_rows,
-            "no_pick": sum(r is None for r in rewards)}
+            "no_pick": sum(r is None for r in rewards),
+            "answered": sum(r is not None for r in rewards) / max(len(rewards), 1), "resumed": resumed}
 
 
 def mean_on(rows: list[float | None], mask: list[bool]) -> float:
@@ -88,7 +97,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     policy = Policy.from_pretrained(args.policy)
-    rm = RewardModel.from_pretrained(args.rm)
+    rm = load_reward_model(args.rm)
     prompts = heldout_hh_prompts(args.data, args.prompts, args.seed, policy, args.max_prompt_tokens)
     params = SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed)
     print(f"{len(prompts)} held-out HH prompts, N={args.n}, max_new_tokens={args.max_new_tokens}, "
@@ -116,8 +125,10 @@ def main(argv=None) -> int:
     print(f"best-of-{args.n}: {bon_wall:.0f} s, {bon_tokens:.0f} tokens/prompt", flush=True)
 
     settings = SETTINGS if args.settings is None else [parse_setting(s) for s in args.settings]
-    for alpha, points, rows in settings:
-        name = f"spec-a{alpha}-{'-'.join(map(str, points))}" + (f"-rows{rows}" if rows else "")
+    modes = {"on": [True], "off": [False], "both": [True, False]}[args.resume]
+    for (alpha, points, rows), resume in ((s, m) for s in settings for m in modes):
+        name = (f"spec-a{alpha}-{'-'.join(map(str, points))}" + (f"-rows{rows}" if rows else "")
+                + ("" if resume else "-noresume"))
         spec_file = args.output_dir / f"{name}.jsonl"
         if args.reuse_bon and spec_file.is_file():
             spec = [json.loads(line) for line in spec_file.read_text().splitlines()]
@@ -126,12 +137,13 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             spec = [r.row() for r in speculative_rejection(
                 policy, rm, prompts, n=args.n, rejection_rate=alpha, decision_tokens=points, params=params,
-                batch_rows=rows or args.n, progress=True)]
+                batch_rows=rows or args.n, progress=True, resume=resume)]
             wall = time.perf_counter() - t0
             write_jsonl_atomic(spec_file, spec)
         rewards = [None if r["selected"] is None else r["candidates"][r["selected"]]["score"] for r in spec]
         methods.append(summarize(name, rewards, float(np.mean([r["stats"]["tokens_generated"] for r in spec])), wall,
-                                 sum(r["stats"]["rm_calls"] for r in spec)))
+                                 sum(r["stats"]["rm_calls"] for r in spec),
+                                 sum(r["stats"].get("resumed", 0) for r in spec)))
         print(f"{name}: {wall:.0f} s", flush=True)
 
     ref = next(m for m in methods if m["method"] == f"bon-{args.n}")
@@ -139,19 +151,29 @@ def main(argv=None) -> int:
     baseline = float(finished_scores.mean())
     print(f"\nmean reward of a plain finished sample ({finished_scores.size} of {all_scores.size} candidates): "
           f"{baseline:.3f}; of all candidates: {all_scores.mean():.3f}")
-    print(f"{'method':<26}{'no pick':>8}{'reward':>9}{'ratio':>8}{'gain kept':>10}{'tokens':>9}{'tok ratio':>10}"
-          f"{'wall s':>8}{'wall ratio':>11}{'RM rows':>9}{'compared':>9}")
+    print(f"{'method':<35}{'no pick':>8}{'answered':>9}{'reward':>9}{'ratio':>8}{'gain kept':>10}{'tokens':>9}"
+          f"{'tok ratio':>10}{'wall s':>8}{'wall ratio':>11}{'RM rows':>9}{'compared':>9}{'resumed':>8}")
     for m in methods:
         both = [a is not None and b is not None for a, b in zip(m["rewards"], ref["rewards"], strict=True)]
         r_m, r_ref = mean_on(m["rewards"], both), mean_on(ref["rewards"], both)
         m.update(mean_reward=r_m, reward_ratio=r_m / r_ref, gain_kept=(r_m - baseline) / (r_ref - baseline),
                  token_ratio=m["tokens_per_prompt"] / ref["tokens_per_prompt"], wall_ratio=m["wall_s"] / ref["wall_s"],
                  prompts_compared=int(sum(both)))
-        print(f"{m['method']:<26}{m['no_pick']:>8}{r_m:>9.3f}{m['reward_ratio']:>8.3f}{m['gain_kept']:>10.3f}"
-              f"{m['tokens_per_prompt']:>9.0f}{m['token_ratio']:>10.3f}{m['wall_s']:>8.0f}{m['wall_ratio']:>11.3f}"
-              f"{m['rm_rows']:>9}{m['prompts_compared']:>9}")
+        print(f"{m['method']:<35}{m['no_pick']:>8}{m['answered']:>9.0%}{r_m:>9.3f}{m['reward_ratio']:>8.3f}"
+              f"{m['gain_kept']:>10.3f}{m['tokens_per_prompt']:>9.0f}{m['token_ratio']:>10.3f}{m['wall_s']:>8.0f}"
+              f"{m['wall_ratio']:>11.3f}{m['rm_rows']:>9}{m['prompts_compared']:>9}{m['resumed']:>8}")
 
-    # Theory: the pick of N i.i.d. samples beats a fresh sample with probability N/(N+1) (ties count half).
+    win = win_rates(args, policy, rm, prompts, bon) if args.fresh > 0 else {}
+    write_json_atomic(args.output_dir / f"results{args.tag}.json", {"args": {k: str(v) for k, v in vars(args).items()},
+                                                         "baseline_reward": baseline, "methods": methods,
+                                                         "win_rates": win})
+    plot(methods, args.output_dir / f"reward_vs_tokens{args.tag}.png", args.n)
+    print(f"\nwrote {args.output_dir}/results{args.tag}.json and reward_vs_tokens{args.tag}.png")
+    return 0
+
+
+def win_rates(args: argparse.Namespace, policy: Policy, rm: object, prompts: list, bon: list[dict]) -> dict:
+    """Theory: the pick of N i.i.d. samples beats a fresh sample with probability N/(N+1) (ties count half)."""
     fresh_params = SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                                   seed=args.seed + 1)
     fresh_file = args.output_dir / "fresh.jsonl"
@@ -173,13 +195,7 @@ def main(argv=None) -> int:
                   "ties": wr.ties}
         print(f"win rate of best-of-{n} (over all candidates) vs a fresh sample: {wr.mean:.3f} +- {wr.stderr:.3f} "
               f"(theory {bon_win_rate(n):.3f}; {wr.n_comparisons} comparisons, {wr.ties} ties)")
-
-    write_json_atomic(args.output_dir / f"results{args.tag}.json", {"args": {k: str(v) for k, v in vars(args).items()},
-                                                         "baseline_reward": baseline, "methods": methods,
-                                                         "win_rates": win})
-    plot(methods, args.output_dir / f"reward_vs_tokens{args.tag}.png", args.n)
-    print(f"\nwrote {args.output_dir}/results{args.tag}.json and reward_vs_tokens{args.tag}.png")
-    return 0
+    return win
 
 
 def plot(methods: list[dict], path: Path, n: int) -> None:

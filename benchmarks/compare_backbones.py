@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
 
-    from paretoalign.cli import shared_heldout_pairs
+    from paretoalign.data.heldout import shared_heldout_pairs
     from paretoalign.eval.rm_eval import evaluate_pairs
     from paretoalign.rewards.armo_config import ArmoRMConfig
     from paretoalign.rewards.armo_trainer import load_config_data, train_reward_model

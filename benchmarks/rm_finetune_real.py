@@ -82,7 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 # ---------------------------------------------------------------- data
 def shared_pairs(shared_dir: str, split: str) -> list:
     """The pairs of DATASETS on one side of the held-out split."""
-    from paretoalign.data.sources import load_training_data, shared_data_config
+    from paretoalign.data.bundled import shared_data_config
+    from paretoalign.data.sources import load_training_data
 
     config = shared_data_config(shared_dir, split=split)
     config.sources = [s for s in config.sources if s.name in DATASETS]

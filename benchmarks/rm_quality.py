@@ -98,7 +98,8 @@ class Row:
 
 def load_rows(shared: Path) -> list[Row]:
     """Every pair of the shared data with its dataset and split side."""
-    from paretoalign.data.sources import load_training_data, shared_data_config
+    from paretoalign.data.bundled import shared_data_config
+    from paretoalign.data.sources import load_training_data
     from paretoalign.data.splits import split_of
     from paretoalign.eval.rm_eval import dataset_of
 

@@ -30,9 +30,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
 from paretoalign.atomic_io import atomic_path, write_text_atomic  # noqa: E402
-from paretoalign.data.bundled import DEFAULT_PAIRS_FILE, DEFAULT_SOURCES_FILE  # noqa: E402
+from paretoalign.data.bundled import (  # noqa: E402
+    DEFAULT_PAIRS_FILE,
+    DEFAULT_SOURCES_FILE,
+    shared_data_config,  # noqa: E402
+)
 from paretoalign.data.schema import PreferencePair  # noqa: E402
-from paretoalign.data.sources import load_training_data, shared_data_config  # noqa: E402
+from paretoalign.data.sources import load_training_data  # noqa: E402
 
 # Sources that may ship in the package (licence), with the folder of their shared README.
 SHIPPABLE = {

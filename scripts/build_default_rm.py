@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluate(model, shared: Path) -> dict:
     """The model's held-out report (test side of every shared pair dataset) as a dict."""
-    from paretoalign.cli import shared_heldout_pairs
+    from paretoalign.data.heldout import shared_heldout_pairs
     from paretoalign.eval.rm_eval import evaluate_pairs
     from paretoalign.rewards.armo_trainer import embedding_cache_path
 

@@ -13,6 +13,7 @@ import torch
 from paretoalign import output_paths as outputs
 from paretoalign.atomic_io import atomic_directory
 from paretoalign.errors import InputError
+from paretoalign.rewards.loading import reward_model_inputs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -173,10 +174,10 @@ def test_reward_model_inputs_name_the_local_backbone(tmp_path, tiny_llama_dir):
     rm = tmp_path / "rm"
     rm.mkdir()
     (rm / "config.json").write_text(json.dumps({"format": "x", "backbone": {"model": str(tiny_llama_dir)}}))
-    assert outputs.reward_model_inputs(rm) == [str(rm), str(tiny_llama_dir)]
+    assert reward_model_inputs(rm) == [str(rm), str(tiny_llama_dir)]
     (rm / "config.json").write_text(json.dumps({"backbone": {"model": "minilm"}}))
-    assert outputs.reward_model_inputs(rm) == [str(rm)]
-    assert outputs.reward_model_inputs(tmp_path / "missing") == [str(tmp_path / "missing")]
+    assert reward_model_inputs(rm) == [str(rm)]
+    assert reward_model_inputs(tmp_path / "missing") == [str(tmp_path / "missing")]
 
 
 # ---------------------------------------------------------------- training runs

@@ -51,22 +51,36 @@ class OutputKind:
     recognise: Callable[[Path], bool]
 
 
-def _is_reward_model(d: Path) -> bool:
-    from paretoalign.rewards.reward_model import CONFIG_FILE, FORMAT
+# The files that mark each kind of output. They live here, below every layer, so that recognising an output needs
+# no import of the code that writes it; the writers import them from here.
+RM_CONFIG_FILE = "config.json"
+"""A saved reward model's config (`paretoalign.rewards.reward_model`)."""
+RM_FORMAT = "paretoalign-reward-model"
+HF_EXPORT_INFO_FILE = "paretoalign_export.json"
+"""Written beside an exported sequence classifier (`paretoalign.rewards.export_hf`)."""
+HF_EXPORT_FORMAT = "paretoalign-hf-export"
+MERGE_RECORD_FILE = "merge_record.json"
+"""Written beside a merged policy (`paretoalign.train.policy_files`)."""
+CLASSIFIER_INFO_FILE = "paretoalign_rm_classifier.json"
+"""Written beside a fine-tuned classifier RM (`paretoalign.train.rm_finetune_trainer`)."""
+CLASSIFIER_FORMAT = "paretoalign-rm-classifier"
+CHECKPOINT_DIR = "checkpoint"
+"""A training run's resumable state (`paretoalign.train.checkpoint`)."""
+CHECKPOINT_STATE_FILE = "state.json"
+TRAINING_RECORD = "training.json"
+"""Written beside a saved policy and in its run folder when a run ends (`paretoalign.train.run`)."""
 
-    return _json_field(d / CONFIG_FILE, "format") == FORMAT
+
+def _is_reward_model(d: Path) -> bool:
+    return _json_field(d / RM_CONFIG_FILE, "format") == RM_FORMAT
 
 
 def _is_hf_export(d: Path) -> bool:
-    from paretoalign.rewards.export_hf import EXPORT_INFO_FILE
-
-    return _json_field(d / EXPORT_INFO_FILE, "format") == "paretoalign-hf-export"
+    return _json_field(d / HF_EXPORT_INFO_FILE, "format") == HF_EXPORT_FORMAT
 
 
 def _is_merge(d: Path) -> bool:
-    from paretoalign.train.policy_files import RECORD_FILE
-
-    return isinstance(_json_field(d / RECORD_FILE, "operation"), str)
+    return isinstance(_json_field(d / MERGE_RECORD_FILE, "operation"), str)
 
 
 def _is_front_report(d: Path) -> bool:
@@ -74,15 +88,17 @@ def _is_front_report(d: Path) -> bool:
     return isinstance(data, dict) and "points" in data and "fronts" in data
 
 
-def _is_genarm(d: Path) -> bool:
-    from paretoalign.rewards.genarm_trainer import TRAINING_RECORD
+GENARM_METHOD = "genarm"
+"""The method a GenARM run folder records (`paretoalign.train.genarm_trainer`)."""
+GENARM_RECORD = "genarm_training.json"
+"""Written beside a trained GenARM reward LM, in its run folder (and alone, by versions before the shared loop)."""
 
-    return (d / TRAINING_RECORD).is_file()
+
+def _is_genarm(d: Path) -> bool:
+    return (d / GENARM_RECORD).is_file() or training_run(GENARM_METHOD).recognise(d)
 
 
 def _is_finetuned_rm(d: Path) -> bool:
-    from paretoalign.train.rm_finetune_trainer import CLASSIFIER_FORMAT, CLASSIFIER_INFO_FILE
-
     return _json_field(d / CLASSIFIER_INFO_FILE, "format") == CLASSIFIER_FORMAT
 
 
@@ -101,9 +117,6 @@ def training_run(method: str) -> OutputKind:
     """The kind of a training run folder of `method` (dpo, modpo, jbond, bond, warp, ...)."""
 
     def recognise(d: Path) -> bool:
-        from paretoalign.train.checkpoint import CHECKPOINT_DIR, STATE_FILE
-        from paretoalign.train.run import TRAINING_RECORD
-
         marker = read_json_or_none(d / RUN_MARKER)
         if isinstance(marker, dict) and marker.get("format") == RUN_FORMAT:
             return marker.get("method") == method
@@ -112,7 +125,7 @@ def training_run(method: str) -> OutputKind:
             return recorded == method
         # a run started before the marker existed (WARP's runs and a MODPO sweep's weightings in sub-folders): its
         # checkpoint is checked field by field when resumed
-        state = f"{CHECKPOINT_DIR}/{STATE_FILE}"
+        state = f"{CHECKPOINT_DIR}/{CHECKPOINT_STATE_FILE}"
         patterns = (state, f"iter*/run*/{state}", f"w-*/{state}")
         return any(next(d.glob(pattern), None) is not None for pattern in patterns)
 
@@ -153,19 +166,6 @@ def config_input_paths(config: Any, exclude: Iterable[str] = ("output_dir", "emb
         return []
     skip = set(exclude)
     return existing_paths(getattr(config, f.name) for f in fields(config) if f.name not in skip)
-
-
-def reward_model_inputs(directory: str | os.PathLike) -> list[str]:
-    """A saved reward model folder (``default``: the shipped one) and the local backbone model its config.json names
-    (read, nothing loaded)."""
-    from paretoalign.rewards.shipped import resolve_rm_reference
-
-    directory = resolve_rm_reference(str(directory))
-    out = [str(directory)]
-    backbone = _json_field(Path(directory) / "config.json", "backbone")
-    if isinstance(backbone, dict):
-        out.extend(existing_paths([backbone.get("model")]))
-    return out
 
 
 def check_not_an_input(path: str | os.PathLike, inputs: Iterable[Any], *, field: str,

@@ -415,8 +415,8 @@ def no_model_loads(monkeypatch):
     import paretoalign.embed.models
     import paretoalign.embed.registry
     import paretoalign.inference.policy
-    import paretoalign.rewards.genarm_trainer  # noqa: F401  (these bind load_causal_lm on import: import them
     import paretoalign.rewards.reward_model
+    import paretoalign.train.genarm_trainer  # noqa: F401  (these bind load_causal_lm on import: import them
     import paretoalign.train.merge
     import paretoalign.train.policy_setup  # noqa: F401  before it is patched, or they would keep the patch)
     import paretoalign.train.run

@@ -6,7 +6,8 @@ import importlib
 
 import pytest
 
-from paretoalign.cli import CONFIG_CLASSES, build_parser, config_settings_help
+from paretoalign.cli.help import config_settings_help
+from paretoalign.cli.registry import CONFIG_CLASSES, build_parser
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

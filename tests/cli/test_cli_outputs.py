@@ -23,15 +23,15 @@ def no_work(monkeypatch):
     import paretoalign.embed.models
     import paretoalign.inference.policy
     import paretoalign.rewards.armo_trainer
-    import paretoalign.rewards.genarm_trainer
     import paretoalign.rewards.reward_model
     import paretoalign.train.merge
+    import paretoalign.train.policy_setup
     import paretoalign.train.run
 
     return forbid_calls(monkeypatch, [(paretoalign.rewards.reward_model.RewardModel, "from_pretrained"),
                                       (paretoalign.inference.policy.Policy, "from_pretrained"),
                                       (paretoalign.embed.models, "load_causal_lm"),
-                                      (paretoalign.rewards.genarm_trainer, "load_causal_lm"),
+                                      (paretoalign.train.policy_setup, "load_causal_lm"),
                                       (paretoalign.rewards.armo_trainer, "load_config_data"),
                                       (paretoalign.rewards.armo_trainer, "train_reward_model"),
                                       (paretoalign.train.run, "load_policy_for_training"),

@@ -131,15 +131,49 @@ def test_best_of_n_reward_grows_with_n_and_kl_is_the_bound(reference, rm):
     assert rewards == sorted(rewards) and rewards[-1] > ref.reward
 
 
-def test_best_of_n_picks_the_argmax_of_the_first_n_draws(reference, rm):
+def test_best_of_n_picks_the_best_finished_of_the_first_n_draws(reference, rm):
     points = best_of_n_points(reference, rm, PROMPTS, (2, 8), params=PARAMS)
     _, sampled = redraw(reference, m=8)
     out = rm.score([p for p in PROMPTS for _ in range(8)], [c.text for cands in sampled for c in cands])
     scores = out.score.reshape(3, 8)
+    finished = np.array([[c.finished for c in cands] for cands in sampled])
     assert points[0].reward == pytest.approx(scores.mean(), rel=1e-12)
     for point, n in zip(points[1:], (2, 8), strict=True):
-        assert point.reward == pytest.approx(scores[:, :n].max(axis=1).mean(), rel=1e-12)
+        best = np.where(finished[:, :n], scores[:, :n], -np.inf).max(axis=1)
+        answered = np.isfinite(best)
+        assert point.reward == pytest.approx(best[answered].mean(), rel=1e-12)
+        assert point.answered_fraction == pytest.approx(answered.mean())
         assert point.num_samples == 3 * n and point.n == n
+
+
+class LengthRM:
+    """Scores a response by its length: the longest draw, usually one cut at the token limit, scores best."""
+
+    objective_names = ["length"]
+
+    def score(self, prompts, responses, *, weights=None, batch_size=None):
+        length = np.array([float(len(r)) for r in responses])
+        return SimpleNamespace(score=length, objectives=length[:, None], objective_names=self.objective_names)
+
+
+def test_best_of_n_point_is_what_paretoalign_bon_picks(reference):
+    from paretoalign.inference.best_of_n import best_of_n
+
+    points = best_of_n_points(reference, LengthRM(), PROMPTS, (1, 4), params=PARAMS)
+    for point, n in zip(points[1:], (1, 4), strict=True):
+        picked = best_of_n(reference, LengthRM(), PROMPTS, n=n, params=PARAMS)
+        expected = [np.nan if r.pick is None else r.pick.score for r in picked]
+        np.testing.assert_array_equal(point.per_prompt_reward, expected)
+        assert point.answered_fraction == sum(r.pick is not None for r in picked) / len(PROMPTS)
+        assert point.reward == pytest.approx(np.nanmean(expected), rel=1e-12)
+        assert point.mean_response_tokens == pytest.approx(
+            np.mean([r.pick.candidate.num_tokens for r in picked if r.pick is not None]))
+        if n == 4:
+            # the case of the issue: the longest, best-scored draw was cut at the token limit, so it is not the pick
+            longest = [max(r.candidates, key=lambda c: c.score) for r in picked]
+            assert any(not c.candidate.finished for c in longest)
+            assert point.reward < np.mean([c.score for c in longest])
+    assert points[1].answered_fraction < 1.0 and points[1].to_dict()["per_prompt_reward"].count(None) > 0
 
 
 class ConstantRM:
@@ -152,11 +186,12 @@ class ConstantRM:
         return SimpleNamespace(score=np.zeros(len(responses)), objectives=obj, objective_names=self.objective_names)
 
 
-def test_best_of_n_ties_go_to_the_first_draw(reference):
+def test_best_of_n_ties_go_to_the_first_finished_draw(reference):
     points = best_of_n_points(reference, ConstantRM(), PROMPTS, (2, 4), params=PARAMS)
     _, sampled = redraw(reference, m=4)
-    first = np.array([[len(c[0].text), sum(map(ord, c[0].text)) % 7] for c in sampled], dtype=float)
-    for point in points[1:]:
+    for point, n in zip(points[1:], (2, 4), strict=True):
+        first = np.array([next([len(c.text), sum(map(ord, c.text)) % 7] for c in cands[:n] if c.finished)
+                          for cands in sampled if any(c.finished for c in cands[:n])], dtype=float)
         assert point.objectives == pytest.approx({"a": first[:, 0].mean(), "b": first[:, 1].mean()})
 
 

@@ -6,10 +6,12 @@ import pytest
 
 from paretoalign.errors import InputError
 from paretoalign.inference.best_of_n import best_of_n
+from paretoalign.inference.guided_decoding import GenARMHook, reward_guided_generate
 from paretoalign.inference.sampling_params import SamplingParams
 from paretoalign.inference.selection import pick_index
 from paretoalign.inference.statistics import bon_kl_bound
 from tests.inference.conftest import make_policy
+from tests.tiny import make_tiny_gpt2
 
 PROMPTS = ["hello there", "How do I bake bread?", [{"role": "user", "content": "explain why"}]]
 PARAMS = SamplingParams(max_new_tokens=16, seed=4)
@@ -112,3 +114,36 @@ def test_bad_input_fails_before_any_generation(tiny_policy, tiny_rm, kwargs, fie
     with pytest.raises(InputError) as err:
         best_of_n(ExplodingPolicy(tiny_policy), tiny_rm, kwargs.pop("prompts"), params=PARAMS, **kwargs)
     assert err.value.field == field
+
+
+def test_best_of_n_over_genarm_guided_samples(tiny_policy, tiny_rm):
+    reward_lm = make_tiny_gpt2(tiny_policy.tokenizer, seed=2)
+    hook = GenARMHook([(reward_lm, 1.0)], beta=0.5)
+    results = best_of_n(tiny_policy, tiny_rm, PROMPTS, n=4, params=PARAMS, hook=hook, batch_rows=8)
+    guided = reward_guided_generate(tiny_policy.model, tiny_policy.tokenizer, [(reward_lm, 1.0)], PROMPTS, n=4,
+                                    beta=0.5, params=PARAMS)
+    plain = best_of_n(tiny_policy, tiny_rm, PROMPTS, n=4, params=PARAMS)
+    for res, cands in zip(results, guided, strict=True):
+        assert [c.candidate.token_ids for c in res.candidates] == [c.token_ids for c in cands]
+        texts = [c.candidate.text for c in res.candidates]
+        expected = tiny_rm.score([res.prompt] * len(texts), texts).score
+        np.testing.assert_allclose([c.score for c in res.candidates], expected)
+        finished = [i for i, c in enumerate(res.candidates) if c.candidate.finished]
+        assert res.selected == (max(finished, key=lambda i: (expected[i], -i)) if finished else None)
+        assert res.stats["hook"] == "GenARMHook"
+    assert [[c.candidate.token_ids for c in r.candidates] for r in results] != \
+        [[c.candidate.token_ids for c in r.candidates] for r in plain]  # the guidance changed the samples
+
+
+class NoHookPolicy(ExplodingPolicy):
+    """A backend whose ``sample`` takes no logits hook (like the vLLM one)."""
+
+    def sample(self, prompt_ids, n, params, *, prompt_indices=None):
+        raise AssertionError("generation started before the input was checked")
+
+
+def test_a_hook_for_a_backend_without_hooks_fails_before_any_generation(tiny_policy, tiny_rm):
+    hook = GenARMHook([(make_tiny_gpt2(tiny_policy.tokenizer, seed=2), 1.0)])
+    with pytest.raises(InputError) as err:
+        best_of_n(NoHookPolicy(tiny_policy), tiny_rm, PROMPTS, n=2, params=PARAMS, hook=hook)
+    assert err.value.field == "hook"

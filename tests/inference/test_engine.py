@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from paretoalign.errors import InputError
-from paretoalign.inference.engine import CandidateGenerator, generate_candidates
+from paretoalign.inference.engine import CandidateGenerator, LogitsHook, generate_candidates
 from paretoalign.inference.sampling_params import SamplingParams
 from tests.inference.conftest import make_policy
 
@@ -171,3 +171,106 @@ def test_prompts_are_checked_before_generation(tiny_policy):
         tiny_policy.encode_prompts([], 10)
     with pytest.raises(InputError, match="role"):
         tiny_policy.encode_prompts([[{"content": "x"}]], 10)
+
+
+# ---------------------------------------------------------------- logits hook
+
+
+class RecordingHook:
+    """Follows the batch rows itself (prompt position, candidate index) and checks the generator's view of them."""
+
+    def __init__(self, force: int | None = None):
+        self.force = force
+        """When set, candidate 0 of every prompt may only draw this token."""
+        self.keys: list[tuple[int, int]] = []
+        self.fed: dict[tuple[int, int], list[int]] = {}
+        self.prefills = 0
+
+    def prefill(self, prompt_ids, n):
+        self.prefills += 1
+        self.keys = [(p, j) for p in range(len(prompt_ids)) for j in range(n)]
+        self.fed = {k: [] for k in self.keys}
+
+    def adjust(self, logits, rows):
+        assert [(c.prompt_index, c.index) for c in rows] == self.keys
+        if self.force is None:
+            return logits
+        out = logits.clone()
+        for r, c in enumerate(rows):
+            if c.index == 0:
+                out[r] = float("-inf")
+                out[r, self.force] = 0.0
+        return out
+
+    def select(self, keep):
+        self.keys = [self.keys[i] for i in keep]
+
+    def step(self, tokens):
+        assert tokens.shape == (len(self.keys),)
+        for k, t in zip(self.keys, tokens.tolist(), strict=True):
+            self.fed[k].append(t)
+
+
+def test_a_hook_that_changes_nothing_gives_the_tokens_of_no_hook(tiny_policy):
+    ids = tiny_policy.encode_prompts(PROMPTS, 16)
+    params = SamplingParams(max_new_tokens=16, seed=6, top_k=40)
+    plain = generate_candidates(tiny_policy, ids, 5, params)
+    hook: LogitsHook = RecordingHook()  # the protocol is structural: any object with the four methods
+    hooked = generate_candidates(tiny_policy, ids, 5, params, hook=hook)
+    for a, b in zip(plain, hooked, strict=True):
+        assert [c.token_ids for c in a] == [c.token_ids for c in b]
+        assert [c.logprobs for c in a] == [c.logprobs for c in b]
+        assert [c.policy_logprobs for c in a] == [c.policy_logprobs for c in b]
+        assert [c.text for c in a] == [c.text for c in b]
+        assert all(c.adjusted_logprobs == [] for c in a)  # no hook, nothing recorded
+        for c in b:
+            torch.testing.assert_close(torch.tensor(c.adjusted_logprobs), torch.tensor(c.policy_logprobs))
+
+
+def test_a_hook_that_forces_a_token_changes_only_its_rows(tiny_policy):
+    ids = tiny_policy.encode_prompts(PROMPTS, 8)
+    params = SamplingParams(max_new_tokens=8, seed=2, temperature=0.8)
+    forced = 100
+    assert forced not in tiny_policy.eos_token_ids
+    plain = generate_candidates(tiny_policy, ids, 4, params)
+    gen = CandidateGenerator(tiny_policy, ids, 4, params, hook=RecordingHook(force=forced))
+    gen.run()
+    for prompt_ids, free, group in zip(ids, plain, gen.candidates, strict=True):
+        c = group[0]
+        assert c.token_ids == [forced] * 8 and c.finish_reason == "length"
+        assert c.logprobs == [0.0] * 8 and c.adjusted_logprobs == [0.0] * 8  # probability 1 where it was drawn
+        with torch.no_grad():
+            logp = tiny_policy.model(torch.tensor([prompt_ids + c.token_ids])).logits[0].float().log_softmax(-1)
+        expected = logp[len(prompt_ids) - 1:-1, forced]
+        # the unmodified policy's log-probs, not the hooked distribution's
+        torch.testing.assert_close(torch.tensor(c.policy_logprobs), expected, atol=2e-5, rtol=0)
+        assert [x.token_ids for x in group[1:]] == [x.token_ids for x in free[1:]]
+
+
+def test_the_hook_drops_finished_and_pruned_rows_and_is_fed_the_chosen_tokens(tiny_policy):
+    ids = tiny_policy.encode_prompts(PROMPTS, 20)
+    hook = RecordingHook()
+    gen = CandidateGenerator(tiny_policy, ids, 6, SamplingParams(max_new_tokens=20, seed=9), hook=hook)
+    assert hook.prefills == 1
+    gen.step(3)
+    gen.prune(gen.active[::2])
+    assert hook.keys == [(c.prompt_index, c.index) for c in gen.active]
+    gen.step()
+    assert hook.keys == []
+    for group in gen.candidates:
+        for c in group:
+            fed = hook.fed[(c.prompt_index, c.index)]
+            # a pruned row was fed every token it drew; a row that stopped leaves before its last token is fed
+            assert fed == (c.token_ids if c.rejected_at is not None else c.token_ids[:-1])
+    assert any(c.rejected_at is not None for g in gen.candidates for c in g)
+    assert any(c.finish_reason == "eos" for g in gen.candidates for c in g)
+
+
+def test_a_hook_returning_the_wrong_shape_is_refused(tiny_policy):
+    class Truncating(RecordingHook):
+        def adjust(self, logits, rows):
+            return logits[:, :10]
+
+    ids = tiny_policy.encode_prompts(PROMPTS[:1], 4)
+    with pytest.raises(ValueError, match="shape"):
+        generate_candidates(tiny_policy, ids, 2, SamplingParams(max_new_tokens=4), hook=Truncating())

@@ -153,3 +153,41 @@ def test_table_shows_the_gain_over_the_reference():
     table = format_front_table([ref, pol])
     assert "gain ± paired s.e." in table
     assert "0.250 ± 0.250" in table.splitlines()[2]
+
+
+def test_answered_share_is_shown_beside_each_point_and_a_point_without_answers_is_on_no_front(points, tmp_path):
+    points[2].answered_fraction = 0.75
+    empty = point("best-of-8", "best_of_n", float("nan"), bon_kl_bound(8),
+                  objectives(float("nan"), float("nan"), float("nan"), float("nan")), n=8)
+    empty.answered_fraction, empty.mean_response_tokens = 0.0, float("nan")
+    points.append(empty)
+    table = write_front_report(points, tmp_path / "report")
+    rows = {r["name"]: r for r in table["points"]}
+    assert rows["best-of-4"]["answered_fraction"] == 0.75 and rows["sft"]["answered_fraction"] == 1.0
+    assert rows["best-of-8"]["reward"] is None and not any(rows["best-of-8"]["on_front"].values())
+    assert rows["best-of-4"]["on_front"]["reward_vs_kl"]
+    lines = format_front_table(points).splitlines()
+    assert "answered" in lines[0]
+    cells = {line.split()[0]: line.split() for line in lines[1:]}
+    assert cells["best-of-4"][cells["best-of-4"].index("±") + 2] == "75%"
+    assert cells["sft"][cells["sft"].index("±") + 2] == "100%"
+    assert cells["best-of-8"][2:4] == ["–", "0%"]
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "<th>answered</th>" in page and "<td>75%</td>" in page
+
+
+def test_report_best_of_n_point_is_the_bon_pick_even_when_an_unfinished_draw_scores_best(tmp_path):
+    from paretoalign.eval.policy_eval import best_of_n_points
+    from paretoalign.inference.best_of_n import best_of_n
+    from tests.eval.test_policy_eval import PARAMS, PROMPTS, LengthRM
+    from tests.inference.conftest import make_policy
+
+    reference = make_policy("llama")
+    table = write_front_report(best_of_n_points(reference, LengthRM(), PROMPTS, (4,), params=PARAMS), tmp_path)
+    picked = best_of_n(reference, LengthRM(), PROMPTS, n=4, params=PARAMS)
+    assert any(not max(r.candidates, key=lambda c: c.score).candidate.finished for r in picked)
+    row = next(r for r in table["points"] if r["name"] == "best-of-4")
+    assert row["per_prompt_reward"] == [None if r.pick is None else r.pick.score for r in picked]
+    answered = [r.pick.score for r in picked if r.pick is not None]
+    assert row["reward"] == pytest.approx(np.mean(answered), rel=1e-12)
+    assert row["answered_fraction"] == len(answered) / len(picked)

@@ -99,3 +99,35 @@ def test_a_backward_only_mix_has_no_loss_at_the_anchor_without_reward(tmp_path):
     assert metric_rows(run_dir)[0]["loss"] == pytest.approx(0.0, abs=1e-3)
     _, _, run_dir, _ = run_bond(tmp_path, "mix", max_steps=1, beta=0.5, jbond_penalty=0.0)
     assert metric_rows(run_dir)[0]["loss"] > 1.0  # half of -log pi(y_best) over ~300 tokens
+
+
+@pytest.mark.parametrize("variant", ["bond", "jbond"])
+def test_forward_target_is_the_best_sample_even_when_truncated(tmp_path, monkeypatch, variant):
+    """BOND deliberately differs from `paretoalign bon` (best FINISHED sample): π_BoN ranks every sample."""
+    anchors, targets = [], []
+    sample, terms = bond_trainer.sample_responses, bond_trainer._policy_terms
+
+    def flagged(*args, role, **kwargs):
+        groups = sample(*args, role=role, **kwargs)
+        if role == "anchor":  # sample 0 of each prompt is cut at the limit, the others finished
+            for group in groups:
+                for j, s in enumerate(group):
+                    s.finished = j > 0
+            anchors.extend(groups)
+        return groups
+
+    def by_truncation(reward_model, prompts, samples, weights=None):
+        for s in samples:  # the truncated sample scores best
+            s.reward = 10.0 if not s.finished else float(len(s.response_ids))
+
+    def capture(run, anchor, forward_rows, sample_rows_, need_kl):
+        targets.extend(ids[n_prompt:] for ids, n_prompt in forward_rows)
+        return terms(run, anchor, forward_rows, sample_rows_, need_kl)
+
+    monkeypatch.setattr(bond_trainer, "sample_responses", flagged)
+    monkeypatch.setattr(bond_trainer, "score_samples", by_truncation)
+    monkeypatch.setattr(bond_trainer, "_policy_terms", capture)
+    run_bond(tmp_path, max_steps=1, variant=variant, n=2, quantile_samples=2)
+    assert len(targets) == len(anchors) == ONLINE["batch_size"]
+    for target, group in zip(targets, anchors, strict=True):
+        assert not group[0].finished and target == group[0].response_ids

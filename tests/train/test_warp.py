@@ -108,3 +108,59 @@ def test_warp_without_output_dir_returns_the_policy_only(tmp_path):
                               reward_model=tiny_reward_model())
     assert not final.training and stats["num_prompts"] == 2
     assert not any(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------ streamed merge, memory sharing
+def test_warp_without_output_dir_merges_the_same_weights_and_leaves_no_temporary_files(tmp_path, monkeypatch):
+    saved_run, _, _, _ = run_warp(tmp_path, max_steps=2, learning_rate=1e-2, liti_eta=0.5)
+    monkeypatch.setattr(warp_trainer.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    model, tok = fresh_policy()
+    final, _ = train_warp(WARPConfig(**WARP, max_steps=2, learning_rate=1e-2, liti_eta=0.5), PROMPTS[:2], model=model,
+                          tokenizer=tok, reward_model=tiny_reward_model())
+    assert_close_states(weights_of(final), weights_of(saved_run))
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_lora_runs_share_the_weights_they_do_not_adapt_and_leave_the_callers_model_alone(tmp_path, monkeypatch):
+    anchors = []
+
+    class Capturing(warp_trainer.Reference):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            anchors.append(self.model)
+
+    monkeypatch.setattr(warp_trainer, "Reference", Capturing)
+    model, tok = fresh_policy()
+    before = weights_of(model)
+    final, _ = train_warp(WARPConfig(**WARP, max_steps=1, learning_rate=1e-2), PROMPTS[:2], model=model,
+                          tokenizer=tok, reward_model=tiny_reward_model())
+    for name, p in model.state_dict().items():
+        assert torch.equal(p, before[name]), name
+    live = dict(final.named_parameters())
+    for anchor in anchors:
+        params = dict(anchor.named_parameters())
+        shared, adapted = "model.layers.0.mlp.up_proj.weight", "model.layers.0.self_attn.q_proj.weight"
+        assert params[shared].data_ptr() == live[shared].data_ptr()
+        assert params[adapted].data_ptr() != live[adapted].data_ptr()
+
+
+def test_warp_from_a_model_folder_with_tied_weights_saves_loadable_merges(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from tests.tiny import save_tiny_model
+
+    folder = save_tiny_model(tmp_path / "gpt2", arch="gpt2")
+    initial = weights_of(AutoModelForCausalLM.from_pretrained(folder))
+    config = WARPConfig(**{**WARP, "model": str(folder), "output_dir": str(tmp_path / "run"), "max_steps": 1,
+                           "learning_rate": 1e-3, "lora": False, "liti_eta": 0.5})  # full fine-tune: wte moves
+    final, _ = train_warp(config, PROMPTS[:2], reward_model=tiny_reward_model())
+    load = lambda name: AutoModelForCausalLM.from_pretrained(tmp_path / "run" / name)  # noqa: E731
+    runs = [weights_of(load(f"iter0/run{m}/policy")) for m in (0, 1)]
+    merged = load("iter0/slerp")
+    assert merged.lm_head.weight.data_ptr() == merged.transformer.wte.weight.data_ptr()
+    assert not torch.equal(merged.transformer.wte.weight, initial["transformer.wte.weight"])
+    assert_close_states(weights_of(merged), slerp(initial, runs, 0.5))
+    assert_close_states(weights_of(load("eta-0.25")), liti(initial, weights_of(merged), 0.25))
+    assert_close_states(weights_of(final), liti(initial, weights_of(merged), 0.5))
+    assert_close_states(weights_of(load("policy")), weights_of(final))

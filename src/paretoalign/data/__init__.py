@@ -1,6 +1,6 @@
 """Data layer: preference pairs, absolute ratings and rankings in TRL's formats."""
 
-from paretoalign.data.bundled import bundled_data_dir, default_sources_config
+from paretoalign.data.bundled import bundled_data_dir, default_sources_config, shared_data_config
 from paretoalign.data.conversation import (
     EmptyFieldError,
     normalize_messages,
@@ -22,7 +22,6 @@ from paretoalign.data.sources import (
     load_sources_config,
     load_training_data,
     restrict_to_split,
-    shared_data_config,
 )
 from paretoalign.data.splits import heldout_split, prompt_key, split_of, split_pairs, split_ratings
 

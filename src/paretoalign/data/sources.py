@@ -45,7 +45,6 @@ from paretoalign.errors import InputError
 
 FORMATS = ("pairs", "ratings", "rankings")
 SPLITS = ("train", "test")
-SHARED_SOURCES_FILE = "shared_sources.yaml"
 
 
 @dataclass
@@ -163,28 +162,6 @@ def load_sources_config(path_or_dict: str | os.PathLike | dict, *, shared_dir: s
     # ${shared} is given relative to the caller's working directory, never to the YAML file's folder.
     shared = Path(shared_dir).expanduser().resolve() if shared_dir is not None else None
     return _parse_config(data, _Where(label, lines), shared, base)
-
-
-def shared_data_config(shared_dir: str | os.PathLike, *, split: str | None = None) -> SourcesConfig:
-    """The config of ALL the shared data (``../shared/data``), with the project's objective mapping.
-
-    `split` ("train" / "test") keeps one side of the held-out split in every source; evaluation uses "test".
-    The config itself is ``paretoalign/data/bundled/shared_sources.yaml``.
-    """
-    from paretoalign.data.bundled import bundled_data_dir
-
-    folder = Path(shared_dir)
-    if not folder.is_dir():
-        raise InputError("no such folder: expected the shared data folder (e.g. ../shared/data)" if not folder.exists()
-                         else "is a file: expected the shared data folder (e.g. ../shared/data)", path=str(shared_dir))
-    try:
-        config = load_sources_config(bundled_data_dir() / SHARED_SOURCES_FILE, shared_dir=shared_dir)
-    except InputError as exc:  # name the user's folder, not our internal YAML
-        if "not found" not in exc.reason:
-            raise
-        raise InputError(f"not the shared data folder (e.g. ../shared/data): {exc.reason}",
-                         path=str(shared_dir)) from exc
-    return restrict_to_split(config, split)
 
 
 def restrict_to_split(config: SourcesConfig, split: str | None) -> SourcesConfig:

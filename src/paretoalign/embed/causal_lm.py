@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +34,11 @@ from paretoalign.embed.models import (
 )
 from paretoalign.errors import InputError, ParetoAlignError
 from paretoalign.threads import watch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from paretoalign.embed.protocols import Tokenizer
 
 FEATURIZER_VERSION = "causal_lm/1"
 """Bumped whenever the text, the truncation or the feature positions change: old cache entries stop matching."""
@@ -91,7 +96,7 @@ class CausalLMBackbone:
     response_cut = "their first tokens dropped"
     """How a too-long response is cut (for the truncation warning)."""
 
-    def __init__(self, model: str | os.PathLike | Any, tokenizer: Any | None = None, *,
+    def __init__(self, model: str | os.PathLike | PreTrainedModel, tokenizer: Tokenizer | None = None, *,
                  gguf_file: str | None = None, max_length: int = 512, batch_size: int = DEFAULT_BATCH_SIZE,
                  dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
                  padding_side: str = "right", cache_dir: Path | None = None) -> None:

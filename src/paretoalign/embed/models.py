@@ -20,11 +20,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paretoalign.atomic_io import atomic_directory, read_json_or_none
 from paretoalign.errors import InputError
 from paretoalign.threads import watch
+
+if TYPE_CHECKING:
+    from paretoalign.embed.protocols import CausalLM, Tokenizer
 
 CACHE_ENV = "PARETOALIGN_CACHE"
 CONVERTED_MARKER = "paretoalign_gguf_source.json"
@@ -344,7 +347,7 @@ def check_model_files(directory: str | os.PathLike) -> None:
 
 
 def load_causal_lm(ref: str, *, trust_remote_code: bool = False, dtype: Any = None, gguf_file: str | None = None
-                   ) -> tuple[Any, Any]:
+                   ) -> tuple[CausalLM, Tokenizer]:
     """(model, tokenizer) for a model reference (alias, .gguf, local directory or hub id), model in eval mode.
 
     `dtype` is a torch dtype or its name; None means float32. A folder that asks to import its own code is

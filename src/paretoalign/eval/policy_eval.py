@@ -9,8 +9,13 @@ Supports:
   itself gives exactly 0. With temperature ≠ 1, top-k or top-p the samples come from the sampler, not from π, so
   the estimate is KL(sampler‖π_ref) from the sampler's own log-probs (a warning says so);
 - `best_of_n_points`: max(ns) reference samples per prompt drawn once; Best-of-n uses the first n of them and picks
-  the argmax weighted score (finished or not, ties to the lowest index), its KL is the analytic bound
-  log n − (n−1)/n (ALGORITHMS.md §3, marked ``kl_is_bound``); plus the reference itself at KL 0 (mean over all draws);
+  with THE Best-of-N rule of `paretoalign bon` (`inference.selection.pick_index`: the best weighted score among the
+  FINISHED draws, ties to the lowest index), so a point's pick is what `best_of_n` returns with the same seed. A
+  prompt where none of the n draws finished gets no pick there, and none here: the point's reward, objectives and
+  tokens are means over the answered prompts, ``answered_fraction`` says how many those are (shown beside the point
+  in the report), and ``per_prompt_reward`` is NaN (JSON null) for the others. Its KL is the analytic bound
+  log n − (n−1)/n (ALGORITHMS.md §3, marked ``kl_is_bound``); plus the reference itself at KL 0 (mean over all draws,
+  finished or not, like a policy point);
 - weights: None = the RM's gated (prompt-conditioned) score, or a {objective: weight} dict (see `RewardModel`).
 
 Means are over all samples; standard errors are over prompts (the samples of one prompt are not independent).
@@ -30,10 +35,12 @@ from typing import Any
 import numpy as np
 
 from paretoalign.data.schema import Message
+from paretoalign.embed.chat_format import PromptLike, as_messages
 from paretoalign.errors import InputError
 from paretoalign.inference.best_of_n import DEFAULT_BATCH_ROWS, prompt_groups
-from paretoalign.inference.policy import Policy, PromptLike, as_messages
+from paretoalign.inference.policy import Policy
 from paretoalign.inference.sampling_params import SamplingParams
+from paretoalign.inference.selection import pick_indices
 from paretoalign.inference.statistics import bon_kl_bound, check_n
 
 KINDS = ("policy", "reference", "best_of_n")
@@ -64,7 +71,11 @@ class FrontPoint:
     source: str
     meta: dict[str, Any] = field(default_factory=dict)
     per_prompt_reward: list[float] = field(default_factory=list)
-    """Mean reward of each prompt, in prompt order (for paired comparisons on the same prompts)."""
+    """Mean reward of each prompt, in prompt order (for paired comparisons on the same prompts); NaN where a
+    Best-of-N point has no pick."""
+    answered_fraction: float = 1.0
+    """Share of the prompts the point has a response for: 1 for policies and the reference (every sample counts);
+    for Best-of-N the prompts where at least one of the n draws finished (elsewhere Best-of-N returns nothing)."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -163,16 +174,14 @@ def _draw(policy: Policy, reference: Policy | None, reward_model: Any, messages:
 
 def _point(name: str, kind: str, n: int | None, scores: np.ndarray, objectives: np.ndarray, names: list[str],
            finished: np.ndarray, tokens: np.ndarray, kl: float, kl_stderr: float | None, kl_is_bound: bool,
-           source: str, meta: dict[str, Any], num_samples: int | None = None) -> FrontPoint:
-    """A FrontPoint from per-prompt rows of scores (P, m), objectives (P, m, k), finished and token counts.
-
-    `num_samples` defaults to the rows' size; a Best-of-n point passes the P·n samples its picks were chosen from.
-    """
+           source: str, meta: dict[str, Any]) -> FrontPoint:
+    """A FrontPoint (every prompt answered) from per-prompt rows of scores (P, m), objectives (P, m, k), finished and
+    token counts."""
     return FrontPoint(name=name, kind=kind, n=n, reward=float(scores.mean()),
                       reward_stderr=_stderr_over_prompts(scores.mean(axis=1)),
                       objectives={k: float(objectives[..., j].mean()) for j, k in enumerate(names)},
                       kl=float(kl), kl_stderr=kl_stderr, kl_is_bound=kl_is_bound, num_prompts=int(scores.shape[0]),
-                      num_samples=int(scores.size if num_samples is None else num_samples),
+                      num_samples=int(scores.size),
                       finished_fraction=float(finished.mean()), mean_response_tokens=float(tokens.mean()),
                       source=source, meta=meta, per_prompt_reward=[float(v) for v in scores.mean(axis=1)])
 
@@ -181,14 +190,16 @@ def paired_gain(point: FrontPoint, baseline: FrontPoint) -> tuple[float, float |
     """(mean reward gain over `baseline`, its standard error over prompts) from per-prompt differences.
 
     Both points must be evaluated on the same prompts; pairing removes the prompt-to-prompt spread of rewards, which
-    dominates the unpaired standard errors.
+    dominates the unpaired standard errors. Only prompts both points answered count (NaN gain when there are none).
     """
     a = np.asarray(point.per_prompt_reward, dtype=np.float64)
     b = np.asarray(baseline.per_prompt_reward, dtype=np.float64)
     if a.size == 0 or a.size != b.size:
         raise InputError(f"'{point.name}' and '{baseline.name}' were not evaluated on the same prompts "
                          f"({a.size} vs {b.size} per-prompt rewards)", field="per_prompt_reward")
-    diff = a - b
+    diff = (a - b)[np.isfinite(a) & np.isfinite(b)]  # prompts both answered (Best-of-N may have no pick)
+    if diff.size == 0:
+        return float("nan"), None
     return float(diff.mean()), _stderr_over_prompts(diff)
 
 
@@ -251,16 +262,33 @@ def best_of_n_points(reference: Policy, reward_model: Any, prompts: Sequence[Pro
     points = [_point(name, "reference", None, draws.scores, draws.objectives, draws.objective_names, draws.finished,
                      draws.tokens, kl, kl_se, False, reference.name,
                      {"kl_of": kl_of, "samples_per_prompt": draws_per_prompt, "wall_s": wall})]
-    rows = np.arange(draws.scores.shape[0])
     for n in ns:
-        pick = np.argmax(draws.scores[:, :n], axis=1)  # the first maximum: ties go to the lowest index
-        points.append(_point(f"best-of-{n}", "best_of_n", n, draws.scores[rows, pick][:, None],
-                             draws.objectives[rows, pick][:, None], draws.objective_names,
-                             draws.finished[rows, pick], draws.tokens[rows, pick], bon_kl_bound(n), None, True,
-                             reference.name, {"kl_bound": "log N - (N-1)/N", "bound_relative_to": kl_of,
-                                              "draws_per_prompt": draws_per_prompt},
-                             num_samples=n * int(rows.size)))
+        points.append(_best_of_n_point(draws, n, reference.name, {"kl_bound": "log N - (N-1)/N",
+                                                                  "bound_relative_to": kl_of,
+                                                                  "draws_per_prompt": draws_per_prompt}))
     return points
+
+
+def _best_of_n_point(draws: _Draws, n: int, source: str, meta: dict[str, Any]) -> FrontPoint:
+    """Best-of-n over the first n draws of each prompt, by `paretoalign bon`'s rule; means over answered prompts."""
+    picks = pick_indices(draws.scores[:, :n], draws.finished[:, :n])
+    answered = np.array([i for i, j in enumerate(picks) if j is not None], dtype=np.int64)
+    chosen = np.array([j for j in picks if j is not None], dtype=np.int64)
+    scores = draws.scores[answered, chosen]
+    per_prompt = np.full(len(picks), np.nan)
+    per_prompt[answered] = scores
+    nan = float("nan")
+    objectives = {k: float(draws.objectives[answered, chosen, j].mean()) if answered.size else nan
+                  for j, k in enumerate(draws.objective_names)}
+    return FrontPoint(name=f"best-of-{n}", kind="best_of_n", n=n,
+                      reward=float(scores.mean()) if answered.size else nan,
+                      reward_stderr=_stderr_over_prompts(scores), objectives=objectives, kl=bon_kl_bound(n),
+                      kl_stderr=None, kl_is_bound=True, num_prompts=len(picks), num_samples=n * len(picks),
+                      # every pick finished; a prompt without one has no (finished) response
+                      finished_fraction=answered.size / len(picks),
+                      mean_response_tokens=float(draws.tokens[answered, chosen].mean()) if answered.size else nan,
+                      source=source, meta={**meta, "prompts_answered": int(answered.size)},
+                      per_prompt_reward=[float(v) for v in per_prompt], answered_fraction=answered.size / len(picks))
 
 
 def default_eval_prompts(num_prompts: int, seed: int = 0, max_chars: int = DEFAULT_PROMPT_MAX_CHARS

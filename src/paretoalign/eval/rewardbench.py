@@ -45,13 +45,16 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from paretoalign.data.preference import required_field
 from paretoalign.data.records import location_error, read_records
 from paretoalign.errors import InputError
+
+if TYPE_CHECKING:
+    from paretoalign.rewards.protocols import Scorer
 
 FORMATS = ("pairs", "rewardbench", "rewardbench2")
 """The `eval-rm --format` choices; "pairs" is the plain preference-pair report of `paretoalign.eval.rm_eval`."""
@@ -559,7 +562,7 @@ def _check_scores(rows: Sequence[BenchRow], scores: Sequence[Sequence[float] | n
 
 
 # ---------------------------------------------------------------- scoring
-def score_rows(model: Any, rows: Sequence[BenchRow], *, weights: Any = None, batch_size: int | None = None,
+def score_rows(model: Scorer, rows: Sequence[BenchRow], *, weights: Any = None, batch_size: int | None = None,
                progress: bool = False) -> list[np.ndarray]:
     """Every reply of every row scored in one `model.score(prompts, responses, ...)` call (any object whose result
     has a `.score` array); one float64 array per row, chosen replies first."""
@@ -573,7 +576,7 @@ def score_rows(model: Any, rows: Sequence[BenchRow], *, weights: Any = None, bat
     return [flat[bounds[i]:bounds[i + 1]] for i in range(len(rows))]
 
 
-def evaluate_rewardbench(model: Any, rows: Sequence[BenchRow], fmt: str, *, weights: Any = None,
+def evaluate_rewardbench(model: Scorer, rows: Sequence[BenchRow], fmt: str, *, weights: Any = None,
                          batch_size: int | None = None, progress: bool = False) -> BenchReport:
     """Score `rows` with `model` and build the `fmt` ("rewardbench" / "rewardbench2") report."""
     if fmt not in ("rewardbench", "rewardbench2"):

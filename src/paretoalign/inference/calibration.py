@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,10 @@ from paretoalign.data.conversation import normalize_messages
 from paretoalign.data.schema import Message
 from paretoalign.errors import InputError
 from paretoalign.inference.statistics import check_n
+
+if TYPE_CHECKING:
+    from paretoalign.inference.protocols import Sampler
+    from paretoalign.rewards.protocols import Scorer
 
 FORMAT = "paretoalign.calibration"
 VERSION = 1
@@ -308,17 +312,17 @@ class CalibrationTable:
         self._prompts[prompt_id] = messages
 
 
-def calibrate_prompts(policy: Any, reward_model: Any, prompts: Sequence[Any], *, m: int, weights: Any = None,
-                      params: Any = None, prompt_ids: Sequence[str] | None = None, rm_name: str | None = None,
-                      batch_rows: int = 32, progress: bool = False) -> CalibrationTable:
+def calibrate_prompts(policy: Sampler | str, reward_model: Scorer | str | os.PathLike, prompts: Sequence[Any], *,
+                      m: int, weights: Any = None, params: Any = None, prompt_ids: Sequence[str] | None = None,
+                      rm_name: str | None = None, batch_rows: int = 32, progress: bool = False) -> CalibrationTable:
     """Sample M reference responses per prompt, score them, and store their rewards per prompt.
 
     Every sample counts, finished or cut at the token limit: C(x, y) is a quantile under the reference policy as
     it samples, and Best-of-N's theory ranks all N samples.
     """
     from paretoalign.data.prompts import prompt_hash
+    from paretoalign.embed.chat_format import as_messages
     from paretoalign.inference.best_of_n import best_of_n
-    from paretoalign.inference.policy import as_messages
 
     m = check_n(m)
     messages = [as_messages(p, i) for i, p in enumerate(prompts)]

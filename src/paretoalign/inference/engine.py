@@ -12,6 +12,9 @@ Supports:
   under a reference model after the fact (`reference_logprobs`), for Monte-Carlo KL estimates;
 - progress: an optional callback receives the token budget used up (N x prompts x max_new_tokens in all: a
   generated token counts one, a candidate that stops or is pruned early counts its unused tokens), for a bar.
+- a logits hook (`LogitsHook`): it reads the prompts after the policy's prefill, changes the policy's next-token
+  logits before every sampling step (temperature / top-k / top-p then apply as usual), drops the rows that finish
+  or are pruned and is fed the chosen tokens; reward-guided decoding (GenARM, `guided_decoding.GenARMHook`) is one.
 
 Assumes a decoder-only transformers model whose forward takes ``position_ids``, ``attention_mask``,
 ``past_key_values`` (a cache with ``batch_repeat_interleave`` / ``batch_select_indices``) and ``logits_to_keep``.
@@ -21,12 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
-from paretoalign.inference.policy import Policy, response_logprobs
+from paretoalign.inference.logprobs import response_logprobs
 from paretoalign.inference.sampling_params import SamplingParams, candidate_seed, next_tokens
 from paretoalign.inference.shared_prefix import (
     ATTENTION_NAME,
@@ -35,7 +38,23 @@ from paretoalign.inference.shared_prefix import (
     supports_shared_prefix,
 )
 
+if TYPE_CHECKING:
+    from paretoalign.embed.protocols import CausalLM, Tokenizer
+
 FINISHED_REASONS = ("eos", "stop")
+
+
+class DecodingPolicy(Protocol):
+    """What the engine needs of a policy (`paretoalign.inference.policy.Policy` is one): the transformers model and
+    tokenizer, the tokens that end a response, and how response tokens become text."""
+
+    model: CausalLM
+    tokenizer: Tokenizer
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
 
 
 @dataclass(eq=False)
@@ -49,6 +68,8 @@ class Candidate:
     """log-prob of each token under the distribution it was drawn from (temperature / top-k / top-p applied)."""
     policy_logprobs: list[float] = field(default_factory=list)
     """log-prob of each token under the unmodified policy (temperature 1)."""
+    adjusted_logprobs: list[float] = field(default_factory=list)
+    """log-prob of each token under the hook's logits at temperature 1 (before top-k/top-p); empty without a hook."""
     finish_reason: str | None = None
     """"eos" or "stop" (finished), "length" (cut at max_new_tokens), None while generating or once rejected."""
     rejected_at: int | None = None
@@ -77,12 +98,116 @@ def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
     return text if cut < 0 else text[:cut]
 
 
+class LogitsHook(Protocol):
+    """Changes the next-token distribution of a `CandidateGenerator` (reward-guided decoding, search).
+
+    The batch holds n rows per prompt, prompt-major (row p*n + j is candidate j of the p-th prompt) until rows
+    leave it. Per step the generator calls `adjust`, samples, then `select` (only when rows left the batch: finished
+    or pruned) and `step` with the tokens of the rows still generating. All calls run under ``torch.inference_mode``.
+    """
+
+    def prefill(self, prompt_ids: Sequence[Sequence[int]], n: int) -> None:
+        """Read the prompts once (called after the policy's prefill, before the first token); resets any state."""
+
+    def adjust(self, logits: torch.Tensor, rows: Sequence[Candidate]) -> torch.Tensor:
+        """Logits (rows, vocab) to sample the next token from, given the policy's (not to be changed in place);
+        `rows`: the active candidates, in batch order."""
+
+    def select(self, keep: Sequence[int]) -> None:
+        """Keep only batch rows `keep` (positions in the current batch), in that order; may be empty."""
+
+    def step(self, tokens: torch.Tensor) -> None:
+        """The tokens (rows,) just chosen for the rows still generating (after `select`), in batch order."""
+
+
+def _left_padded(prompt_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of the prompts left-padded to a common length."""
+    lengths = [len(p) for p in prompt_ids]
+    width = max(lengths)
+    ids = torch.full((len(lengths), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(lengths), width), dtype=torch.long)
+    for i, p in enumerate(prompt_ids):
+        ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+        mask[i, width - len(p):] = 1
+    return ids, mask
+
+
+class KVBatch:
+    """One model over the candidate rows: the prompts prefilled once (left-padded), then one token per row and step.
+
+    With `shared_prefix` the n rows of a prompt read ONE copy of its keys/values (`shared_prefix.SharedPrefix`);
+    otherwise the prompt cache is repeated per row (never recomputed). `logits` (rows, vocab) float32 holds every
+    row's next-token logits. Call it under ``torch.inference_mode`` (the generator does).
+    """
+
+    def __init__(self, model: CausalLM, prompt_ids: Sequence[Sequence[int]], n: int, pad_id: int,
+                 shared_prefix: bool) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        ids, mask = _left_padded(prompt_ids, pad_id)
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        padded = bool((mask == 0).any())
+        ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
+        out = model(input_ids=ids, attention_mask=mask if padded else None, position_ids=positions,
+                    use_cache=True, return_dict=True, logits_to_keep=1)
+        self.logits: torch.Tensor = out.logits[:, -1].float().repeat_interleave(n, dim=0)
+        self.prefix: SharedPrefix | None = None
+        if shared_prefix:
+            from transformers import DynamicCache
+
+            cache = out.past_key_values
+            row_prompt = torch.arange(len(prompt_ids), device=self.device).repeat_interleave(n)
+            self.prefix = SharedPrefix(keys=[layer.keys for layer in cache.layers],
+                                       values=[layer.values for layer in cache.layers], mask=mask.bool(),
+                                       row_prompt=row_prompt)
+            self.cache = DynamicCache()  # holds only the generated tokens, one row per candidate
+            self.mask = None
+        else:
+            self.cache = out.past_key_values
+            if n > 1:
+                self.cache.batch_repeat_interleave(n)
+            self.mask = mask.repeat_interleave(n, dim=0) if padded else None
+        self.prompt_len = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long,
+                                       device=self.device).repeat_interleave(n)
+        self.fed = 0
+        """Tokens fed per row so far."""
+
+    def select(self, keep: Sequence[int]) -> None:
+        """Keep only rows `keep` (positions in the current batch, at least one), in that order."""
+        idx = torch.tensor(list(keep), dtype=torch.long, device=self.device)
+        if self.cache.get_seq_length() > 0:  # with a shared prefix it is empty until the first decoding step
+            self.cache.batch_select_indices(idx)
+        if self.prefix is not None:
+            self.prefix.select_rows(idx)
+        self.logits = self.logits[idx.to(self.logits.device)]
+        self.prompt_len = self.prompt_len[idx]
+        if self.mask is not None:
+            self.mask = self.mask[idx]
+
+    def feed(self, tokens: torch.Tensor) -> None:
+        """One forward step on `tokens` (rows, 1), every row's latest token; `logits` then predicts the next one."""
+        tokens = tokens.to(self.device)
+        self.fed += 1
+        if self.mask is not None:
+            self.mask = torch.cat([self.mask, torch.ones_like(tokens)], dim=-1)
+        positions = (self.prompt_len + self.fed - 1).unsqueeze(-1)
+        if self.prefix is None:
+            out = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=positions,
+                             past_key_values=self.cache, use_cache=True, return_dict=True, logits_to_keep=1)
+        else:
+            with attention_implementation(self.model, ATTENTION_NAME):
+                out = self.model(input_ids=tokens, position_ids=positions, past_key_values=self.cache,
+                                 use_cache=True, return_dict=True, logits_to_keep=1, shared_prefix=self.prefix)
+        self.cache = out.past_key_values
+        self.logits = out.logits[:, -1].float()
+
+
 class CandidateGenerator:
     """N candidates for each of a few prompts, sampled step by step from one shared prefill per prompt."""
 
-    def __init__(self, policy: Policy, prompt_ids: Sequence[Sequence[int]], n: int, params: SamplingParams, *,
+    def __init__(self, policy: DecodingPolicy, prompt_ids: Sequence[Sequence[int]], n: int, params: SamplingParams, *,
                  prompt_indices: Sequence[int] | None = None, shared_prefix: bool | None = None,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], object] | None = None, hook: LogitsHook | None = None) -> None:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
@@ -100,7 +225,7 @@ class CandidateGenerator:
             raise ValueError(f"shared-prefix attention is not available for model type "
                              f"{getattr(policy.model.config, 'model_type', '?')!r}")
         self.shared_prefix = supported if shared_prefix is None else bool(shared_prefix)
-        self._prefix: SharedPrefix | None = None
+        self.hook = hook
         self._stop_tail = max((len(s) for s in params.stop), default=0) + 8
         self._progress = progress
         self.steps = 0
@@ -134,8 +259,12 @@ class CandidateGenerator:
 
     @property
     def next_logits(self) -> torch.Tensor:
-        """Policy logits (active rows, vocab) for the next token of each active candidate, in `active` order."""
-        return self._logits
+        """Unmodified policy logits (active rows, vocab) for each active candidate's next token, in `active` order."""
+        return self._batch.logits
+
+    @property
+    def _prefix(self) -> SharedPrefix | None:
+        return self._batch.prefix
 
     def partial_text(self, candidate: Candidate) -> str:
         """The response text so far (the final text once it has stopped)."""
@@ -147,33 +276,9 @@ class CandidateGenerator:
 
     @torch.inference_mode()
     def _prefill(self) -> None:
-        lengths = [len(p) for p in self.prompt_ids]
-        width = max(lengths)
-        ids = torch.full((len(lengths), width), self._pad_id(), dtype=torch.long)
-        mask = torch.zeros((len(lengths), width), dtype=torch.long)
-        for i, p in enumerate(self.prompt_ids):
-            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[i, width - len(p):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp_min(0)
-        padded = bool((mask == 0).any())
-        out = self.policy.model(input_ids=ids, attention_mask=mask if padded else None, position_ids=positions,
-                                use_cache=True, return_dict=True, logits_to_keep=1)
-        self._logits = out.logits[:, -1].float().repeat_interleave(self.n, dim=0)
-        if self.shared_prefix:
-            from transformers import DynamicCache
-
-            cache = out.past_key_values
-            self._prefix = SharedPrefix(keys=[layer.keys for layer in cache.layers],
-                                        values=[layer.values for layer in cache.layers], mask=mask.bool(),
-                                        row_prompt=torch.arange(len(lengths)).repeat_interleave(self.n))
-            self._cache = DynamicCache()  # holds only the generated tokens, one row per candidate
-            self._mask = None
-        else:
-            self._cache = out.past_key_values
-            if self.n > 1:
-                self._cache.batch_repeat_interleave(self.n)
-            self._mask = mask.repeat_interleave(self.n, dim=0) if padded else None
-        self._prompt_len = torch.tensor(lengths, dtype=torch.long).repeat_interleave(self.n)
+        self._batch = KVBatch(self.policy.model, self.prompt_ids, self.n, self._pad_id(), self.shared_prefix)
+        if self.hook is not None:
+            self.hook.prefill(self.prompt_ids, self.n)
 
     def _pad_id(self) -> int:
         tok = self.policy.tokenizer
@@ -187,17 +292,11 @@ class CandidateGenerator:
         if len(keep) == len(self._rows):
             return
         self._rows = [self._rows[i] for i in keep]
+        if self.hook is not None:
+            self.hook.select(keep)
         if not keep:
             return
-        idx = torch.tensor(keep, dtype=torch.long)
-        if self._cache.get_seq_length() > 0:  # with a shared prefix it is empty until the first decoding step
-            self._cache.batch_select_indices(idx)
-        if self._prefix is not None:
-            self._prefix.select_rows(idx)
-        self._logits = self._logits[idx]
-        self._prompt_len = self._prompt_len[idx]
-        if self._mask is not None:
-            self._mask = self._mask[idx]
+        self._batch.select(keep)
 
     def _finish(self, c: Candidate, reason: str) -> None:
         c.finish_reason = reason
@@ -211,6 +310,19 @@ class CandidateGenerator:
         tail = self.policy.decode(c.token_ids[-self._stop_tail:])
         return any(s in tail for s in self.params.stop)
 
+    def _sample(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(tokens, sampling log-probs, policy log-probs, hook log-probs or None) of the active rows' next tokens."""
+        logits = self._batch.logits
+        generators = [c.generator for c in self._rows]
+        if self.hook is None:
+            return (*next_tokens(logits, self.params, generators), None)
+        adjusted = self.hook.adjust(logits, list(self._rows))
+        if adjusted.shape != logits.shape:
+            raise ValueError(f"the logits hook returned shape {tuple(adjusted.shape)}, expected {tuple(logits.shape)}")
+        tokens, lp_sample, lp_adjusted = next_tokens(adjusted, self.params, generators)
+        lp_policy = logits.float().log_softmax(dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        return tokens, lp_sample, lp_policy, lp_adjusted
+
     @torch.inference_mode()
     def step(self, max_tokens: int | None = None) -> int:
         """Generate until every candidate stopped, or `max_tokens` more tokens; returns the steps taken."""
@@ -218,7 +330,7 @@ class CandidateGenerator:
                                                                             self.steps + max_tokens)
         taken = 0
         while self._rows and self.steps < target:
-            tokens, lp_sample, lp_policy = next_tokens(self._logits, self.params, [c.generator for c in self._rows])
+            tokens, lp_sample, lp_policy, lp_adjusted = self._sample()
             self.steps += 1
             taken += 1
             used = len(self._rows)
@@ -228,6 +340,8 @@ class CandidateGenerator:
                 c.token_ids.append(t)
                 c.logprobs.append(float(lp_sample[i]))
                 c.policy_logprobs.append(float(lp_policy[i]))
+                if lp_adjusted is not None:
+                    c.adjusted_logprobs.append(float(lp_adjusted[i]))
                 if t in self._eos:
                     self._finish(c, "eos")
                 elif self._hit_stop(c):
@@ -242,22 +356,10 @@ class CandidateGenerator:
             if not self._rows:
                 break
             fed = tokens[torch.tensor(keep, dtype=torch.long)].unsqueeze(-1)
-            if self._mask is not None:
-                self._mask = torch.cat([self._mask, torch.ones_like(fed)], dim=-1)
-            out = self._decode(fed, (self._prompt_len + self.steps - 1).unsqueeze(-1))
-            self._cache = out.past_key_values
-            self._logits = out.logits[:, -1].float()
+            self._batch.feed(fed)
+            if self.hook is not None:
+                self.hook.step(fed[:, 0])
         return taken
-
-    def _decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> Any:
-        """One forward step of the active rows."""
-        model = self.policy.model
-        if self._prefix is None:
-            return model(input_ids=tokens, attention_mask=self._mask, position_ids=positions,
-                         past_key_values=self._cache, use_cache=True, return_dict=True, logits_to_keep=1)
-        with attention_implementation(model, ATTENTION_NAME):
-            return model(input_ids=tokens, position_ids=positions, past_key_values=self._cache, use_cache=True,
-                         return_dict=True, logits_to_keep=1, shared_prefix=self._prefix)
 
     def prune(self, keep: Iterable[Candidate]) -> list[Candidate]:
         """Stop generating every active candidate not in `keep`; returns the ones pruned."""
@@ -278,14 +380,15 @@ class CandidateGenerator:
         return self.candidates
 
 
-def generate_candidates(policy: Policy, prompt_ids: Sequence[Sequence[int]], n: int, params: SamplingParams, *,
-                        prompt_indices: Sequence[int] | None = None,
-                        progress: Callable[[int], None] | None = None) -> list[list[Candidate]]:
-    """N complete candidates per prompt (shared prefill, one generator per candidate)."""
-    return CandidateGenerator(policy, prompt_ids, n, params, prompt_indices=prompt_indices, progress=progress).run()
+def generate_candidates(policy: DecodingPolicy, prompt_ids: Sequence[Sequence[int]], n: int, params: SamplingParams, *,
+                        prompt_indices: Sequence[int] | None = None, progress: Callable[[int], object] | None = None,
+                        hook: LogitsHook | None = None) -> list[list[Candidate]]:
+    """N complete candidates per prompt (shared prefill, one generator per candidate, optional logits hook)."""
+    return CandidateGenerator(policy, prompt_ids, n, params, prompt_indices=prompt_indices, progress=progress,
+                              hook=hook).run()
 
 
-def reference_logprobs(reference: Policy, prompt_ids: Sequence[int], candidates: Sequence[Candidate]
+def reference_logprobs(reference: DecodingPolicy, prompt_ids: Sequence[int], candidates: Sequence[Candidate]
                        ) -> list[np.ndarray]:
     """Per-token log-probs of the candidates of ONE prompt under a reference policy (same tokenizer)."""
     return response_logprobs(reference.model, prompt_ids, [c.token_ids for c in candidates])

@@ -2,13 +2,17 @@
 
 Supports:
 
-- any number of autoregressive reward models (causal LMs trained by `paretoalign.rewards.genarm_trainer`), each
+- any number of autoregressive reward models (causal LMs trained by `paretoalign.train.genarm_trainer`), each
   weighted by w_i >= 0; the combination is applied to log-softmaxed logits,
-  ``log pi_base + sum_i (w_i / beta) log pi_r,i``, and the result goes through the shared sampling step
-  (`paretoalign.inference.sampling_params`: temperature, top-k, top-p, stop strings, per-candidate seeds);
-- n candidates per prompt: every model prefills the prompt once, and its KV cache is repeated for the n rows;
-  finished rows are dropped from the batch, so each candidate draws one random number per token it generates,
-  from its own generator, exactly as a plain one-candidate sampling loop would;
+  ``log pi_base + sum_i (w_i / beta) log pi_r,i``, renormalised (`combine_logits`);
+- `GenARMHook`: that combination as a logits hook of the sampling engine (`engine.LogitsHook`), so guided decoding
+  runs in `engine.CandidateGenerator`: the base model's shared prefill and shared-prefix attention, batches of
+  several prompts, the shared sampling step (temperature, top-k, top-p, per-candidate seeds) and the engine's stop
+  and text rules. Each reward model prefills the batch's prompts once (left-padded, like the base model; its prompt
+  KV shared by the n rows where shared-prefix attention supports the architecture, else repeated), then runs one
+  decoding step per token for the rows still generating;
+- `reward_guided_generate`: n guided candidates per prompt (engine `Candidate`s); `best_of_n(..., hook=...)` picks
+  among guided samples with a reward model;
 - prompts as chat message lists (rendered with the tokenizer's chat template and its generation prompt, or the
   plain ``role: content`` fallback without one) or strings (taken as one user message).
 
@@ -16,47 +20,39 @@ Assumes:
 
 - every reward model uses the base model's tokenizer (same token ids); only the vocabulary size can be checked,
   and a mismatch raises ``InputError``;
-- a reward model with weight 0 is not run at all, so weight 0 (or no reward models) is plain sampling from the
-  base model;
+- a reward model with weight 0 is not run at all, so weight 0 (or no reward models) is plain engine sampling
+  (`engine.generate_candidates` with the same seed gives the same tokens);
 - EOS tokens (the tokenizer's and the base model's ``generation_config.eos_token_id``) and stop strings end a
-  candidate; the EOS token is kept in ``token_ids`` but not in ``text``; a stop string and what follows it are
-  cut from ``text`` (the token ids keep the token that completed it).
+  candidate. Text follows the engine (`Policy.decode`): the token ids decoded with ``skip_special_tokens=True``,
+  a stop string and what follows it cut off. (Before the engine ran it, this module decoded with
+  ``skip_special_tokens=False``, so special tokens inside a response showed in its text.)
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from paretoalign.data.schema import Message
+from paretoalign.embed.chat_format import prompt_token_ids
 from paretoalign.errors import InputError
-from paretoalign.inference.policy import eos_token_ids, prompt_token_ids
-from paretoalign.inference.sampling_params import SamplingParams, candidate_generators, next_tokens
+from paretoalign.inference.best_of_n import DEFAULT_BATCH_ROWS, prompt_groups
+from paretoalign.inference.engine import Candidate, KVBatch, generate_candidates
+from paretoalign.inference.policy import Policy
+from paretoalign.inference.sampling_params import SamplingParams
+from paretoalign.inference.shared_prefix import supports_shared_prefix
+
+if TYPE_CHECKING:
+    from paretoalign.embed.protocols import CausalLM, Tokenizer
 
 Prompt = Sequence[Message] | str
 """A chat conversation up to the reply, or a string taken as one user message."""
 
 
-@dataclass
-class GuidedCandidate:
-    """One sampled response and how it was produced."""
-
-    text: str
-    token_ids: list[int]
-    finished: bool
-    """True when an EOS token or a stop string ended it; False when max_new_tokens cut it."""
-    stop_reason: str
-    """'eos', 'stop' or 'length'."""
-    logprobs: list[float] = field(default_factory=list)
-    """Log-probability of each token in `token_ids` under the base model alone."""
-    guided_logprobs: list[float] = field(default_factory=list)
-    """Log-probability of each token under the guided distribution at temperature 1 (before top-k/top-p)."""
-
-
-def vocab_size(model) -> int:
+def vocab_size(model: CausalLM) -> int:
     """Size of the model's next-token distribution (rows of its output embedding)."""
     return int(model.get_output_embeddings().weight.shape[0])
 
@@ -70,15 +66,15 @@ def combine_logits(base_logits: torch.Tensor, reward_logits: Sequence[torch.Tens
     return combined.log_softmax(dim=-1)
 
 
-def _check_inputs(base, tokenizer, reward_models, n: int, beta: float) -> list[tuple[object, float]]:
+def _check_beta(beta: Any) -> float:
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (math.isfinite(beta) and beta > 0):
         raise InputError(f"beta must be a finite number > 0, got {beta!r}", field="beta")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InputError(f"n must be an integer >= 1, got {n!r}", field="n")
-    base_vocab = vocab_size(base)
-    if len(tokenizer) > base_vocab:
-        raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the base model's vocabulary only "
-                         f"{base_vocab}", field="tokenizer")
+    return float(beta)
+
+
+def _check_reward_models(reward_models: Sequence[tuple[CausalLM, float]], base_vocab: int | None = None
+                         ) -> list[tuple[CausalLM, float]]:
+    """The (model, weight) pairs with weight > 0; InputError for a malformed pair, a bad weight or vocabulary."""
     active = []
     for i, entry in enumerate(reward_models):
         try:
@@ -91,7 +87,7 @@ def _check_inputs(base, tokenizer, reward_models, n: int, beta: float) -> list[t
             raise InputError(f"reward_models[{i}] weight must be a finite number >= 0, got {weight!r}",
                              field="reward_models")
         size = vocab_size(model)
-        if size != base_vocab:
+        if base_vocab is not None and size != base_vocab:
             raise InputError(f"reward_models[{i}] has a vocabulary of {size} tokens but the base model has "
                              f"{base_vocab}: a GenARM reward model must share the base model's tokenizer",
                              field="reward_models")
@@ -100,124 +96,111 @@ def _check_inputs(base, tokenizer, reward_models, n: int, beta: float) -> list[t
     return active
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
+def _check_inputs(base: CausalLM, tokenizer: Tokenizer, reward_models: Sequence[tuple[CausalLM, float]], n: int,
+                  beta: float) -> list[tuple[CausalLM, float]]:
+    _check_beta(beta)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"n must be an integer >= 1, got {n!r}", field="n")
+    base_vocab = vocab_size(base)
+    if len(tokenizer) > base_vocab:
+        raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the base model's vocabulary only "
+                         f"{base_vocab}", field="tokenizer")
+    return _check_reward_models(reward_models, base_vocab)
 
 
-class _Stream:
-    """One model decoding alongside the others: its KV cache and its latest next-token logits per active row."""
+class GenARMHook:
+    """GenARM as an engine logits hook: policy log-probs + sum_i (w_i / beta) log pi_r,i, renormalised.
 
-    def __init__(self, model, prompt_ids: list[int], n: int) -> None:
-        self.model = model
-        self.device = _device(model)
-        ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
-        out = model(input_ids=ids, use_cache=True)
-        self.cache = out.past_key_values
-        self.cache.batch_repeat_interleave(n)
-        self.logits = out.logits[:, -1, :].float().expand(n, -1)
+    Reward models with weight 0 are never run; with none left the policy's logits pass through unchanged. The
+    models are put in eval mode. One hook serves one generator at a time (`prefill` starts over).
+    """
 
-    def keep(self, rows: torch.Tensor) -> None:
-        self.cache.batch_select_indices(rows.to(self.device))
-        self.logits = self.logits[rows.to(self.logits.device)]
+    def __init__(self, reward_models: Sequence[tuple[CausalLM, float]], beta: float = 1.0) -> None:
+        self.beta = _check_beta(beta)
+        active = _check_reward_models(reward_models)
+        self.models = [m.eval() for m, _ in active]
+        self.weights = [w for _, w in active]
+        self._batches: list[KVBatch] | None = None
+
+    def prefill(self, prompt_ids: Sequence[Sequence[int]], n: int) -> None:
+        """Prefill every reward model on the prompts (left-padded, in one batch); n rows per prompt."""
+        self._batches = [KVBatch(m, prompt_ids, n, pad_id=0, shared_prefix=supports_shared_prefix(m))
+                         for m in self.models]
+
+    def adjust(self, logits: torch.Tensor, rows: Sequence[Candidate]) -> torch.Tensor:
+        """The guided log-probabilities (rows, vocab) for the policy's next-token `logits`."""
+        if not self.models:
+            return logits
+        if self._batches is None:
+            raise RuntimeError("GenARMHook.adjust before prefill")
+        for i, batch in enumerate(self._batches):
+            if batch.logits.shape[-1] != logits.shape[-1]:
+                raise InputError(f"reward model {i} has a vocabulary of {batch.logits.shape[-1]} tokens but the "
+                                 f"policy has {logits.shape[-1]}: a GenARM reward model must share the policy's "
+                                 f"tokenizer", field="reward_models")
+            if batch.logits.shape[0] != len(rows):
+                raise RuntimeError(f"reward model {i} holds {batch.logits.shape[0]} rows, the batch {len(rows)}")
+        return combine_logits(logits, [b.logits for b in self._batches], self.weights, self.beta)
+
+    def select(self, keep: Sequence[int]) -> None:
+        """Drop the rows that left the batch (all of them when `keep` is empty)."""
+        if self._batches is None:
+            return
+        if not keep:
+            self._batches = None
+            return
+        for batch in self._batches:
+            batch.select(keep)
 
     def step(self, tokens: torch.Tensor) -> None:
-        out = self.model(input_ids=tokens.to(self.device).unsqueeze(-1), past_key_values=self.cache, use_cache=True)
-        self.cache = out.past_key_values
-        self.logits = out.logits[:, -1, :].float()
+        """Run every reward model one step on the tokens just chosen."""
+        if self._batches is None:
+            raise RuntimeError("GenARMHook.step before prefill")
+        for batch in self._batches:
+            batch.feed(tokens.unsqueeze(-1))
 
 
-def _find_stop(text: str, stops: Sequence[str], search_from: int) -> int:
-    """Index of the earliest stop string starting at or after `search_from` in `text`, or -1."""
-    hits = [i for i in (text.find(s, search_from) for s in stops) if i >= 0]
-    return min(hits) if hits else -1
+def _prompt_ids(tokenizer: Tokenizer, prompt: Any, index: int) -> list[int]:
+    if not isinstance(prompt, (str, list, tuple)) or (
+            not isinstance(prompt, str) and not all(isinstance(m, dict) for m in prompt)):
+        raise InputError(f"prompt {index} must be a string or a list of {{'role', 'content'}} messages, got "
+                         f"{type(prompt).__name__} (pass a list of prompts)", field="prompts")
+    ids = prompt_token_ids(tokenizer, prompt)
+    if not ids:
+        raise InputError(f"prompt {index} renders to no tokens", field="prompts")
+    return ids
 
 
-@torch.inference_mode()
-def _generate_one(base, tokenizer, active, prompt_ids: list[int], prompt_index: int, n: int, beta: float,
-                  params: SamplingParams, eos: set[int]) -> list[GuidedCandidate]:
-    generators = candidate_generators(params.seed, prompt_index, n)
-    streams = [_Stream(base, prompt_ids, n)] + [_Stream(model, prompt_ids, n) for model, _ in active]
-    weights = [w for _, w in active]
-    token_ids: list[list[int]] = [[] for _ in range(n)]
-    base_lp: list[list[float]] = [[] for _ in range(n)]
-    guided_lp: list[list[float]] = [[] for _ in range(n)]
-    texts = [""] * n
-    reasons = ["length"] * n
-    rows = list(range(n))  # candidate index of each row still in the batch
-    max_stop = max((len(s) for s in params.stop), default=0)
-    for step in range(params.max_new_tokens):
-        base_logits = streams[0].logits.cpu()
-        if active:
-            combined = combine_logits(base_logits, [s.logits.cpu() for s in streams[1:]], weights, beta)
-        else:
-            combined = base_logits  # plain sampling: the base logits exactly as an unguided loop passes them
-        tokens, _, guided = next_tokens(combined, params, [generators[j] for j in rows])
-        base_all = base_logits.float().log_softmax(dim=-1)
-        base_tok = base_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        done: list[int] = []
-        for r, j in enumerate(rows):
-            tok = int(tokens[r])
-            token_ids[j].append(tok)
-            base_lp[j].append(float(base_tok[r]))
-            guided_lp[j].append(float(guided[r]))
-            if tok in eos:
-                reasons[j] = "eos"
-                texts[j] = tokenizer.decode(token_ids[j][:-1], skip_special_tokens=False)
-                done.append(r)
-                continue
-            if params.stop:
-                previous = len(texts[j])
-                texts[j] = tokenizer.decode(token_ids[j], skip_special_tokens=False)
-                at = _find_stop(texts[j], params.stop, max(0, previous - max_stop))
-                if at >= 0:
-                    texts[j] = texts[j][:at]
-                    reasons[j] = "stop"
-                    done.append(r)
-        if done:
-            keep = torch.tensor([r for r in range(len(rows)) if r not in done], dtype=torch.long)
-            rows = [rows[r] for r in keep.tolist()]
-            tokens = tokens[keep]
-            if not rows:
-                break
-            for s in streams:
-                s.keep(keep)
-        if step + 1 < params.max_new_tokens:
-            for s in streams:
-                s.step(tokens)
-    out = []
-    for j in range(n):
-        if reasons[j] == "length":
-            texts[j] = tokenizer.decode(token_ids[j], skip_special_tokens=False)
-        out.append(GuidedCandidate(text=texts[j], token_ids=token_ids[j], finished=reasons[j] != "length",
-                                   stop_reason=reasons[j], logprobs=base_lp[j], guided_logprobs=guided_lp[j]))
-    return out
-
-
-def reward_guided_generate(base, tokenizer, reward_models: Sequence[tuple[object, float]], prompts: Sequence[Prompt],
-                           n: int = 1, beta: float = 1.0,
-                           params: SamplingParams | None = None) -> list[list[GuidedCandidate]]:
+def reward_guided_generate(base: CausalLM, tokenizer: Tokenizer, reward_models: Sequence[tuple[CausalLM, float]],
+                           prompts: Sequence[Prompt], n: int = 1, beta: float = 1.0,
+                           params: SamplingParams | None = None) -> list[list[Candidate]]:
     """n GenARM-guided candidates per prompt from `base` steered by weighted autoregressive reward models."""
     params = params if params is not None else SamplingParams()
     active = _check_inputs(base, tokenizer, reward_models, n, beta)
     if isinstance(prompts, str):
         raise InputError("prompts must be a list of prompts, got a single string", field="prompts")
-    eos = eos_token_ids(tokenizer, base)
+    prompt_ids = [_prompt_ids(tokenizer, prompt, i) for i, prompt in enumerate(prompts)]
     models = [base] + [m for m, _ in active]
     was_training = [m.training for m in models]
-    for m in models:
-        m.eval()
     try:
-        results = []
-        for i, prompt in enumerate(prompts):
-            if not isinstance(prompt, (str, list, tuple)) or (
-                    not isinstance(prompt, str) and not all(isinstance(m, dict) for m in prompt)):
-                raise InputError(f"prompt {i} must be a string or a list of {{'role', 'content'}} messages, got "
-                                 f"{type(prompt).__name__} (pass a list of prompts)", field="prompts")
-            ids = prompt_token_ids(tokenizer, prompt)
-            if not ids:
-                raise InputError(f"prompt {i} renders to no tokens", field="prompts")
-            results.append(_generate_one(base, tokenizer, active, ids, i, n, float(beta), params, eos))
+        policy = Policy(base, tokenizer)
+        hook = GenARMHook(active, beta) if active else None
+        results: list[list[Candidate]] = []
+        for group in prompt_groups(len(prompt_ids), n, DEFAULT_BATCH_ROWS):
+            results += generate_candidates(policy, [prompt_ids[i] for i in group], n, params, prompt_indices=group,
+                                           hook=hook)
         return results
     finally:
         for m, training in zip(models, was_training, strict=True):
             m.train(training)
+
+
+def guided_rows(candidates: Sequence[Candidate]) -> list[dict[str, Any]]:
+    """The `guided` command's output record of each candidate of one prompt.
+
+    ``logprob_base``: summed log-prob under the base model; ``logprob_guided``: under the guided distribution at
+    temperature 1 (before top-k/top-p), which is the base model's when no reward model ran.
+    """
+    return [{"response": c.text, "finished": c.finished, "tokens": c.num_tokens,
+             "logprob_base": float(sum(c.policy_logprobs)),
+             "logprob_guided": float(sum(c.adjusted_logprobs or c.policy_logprobs))} for c in candidates]

@@ -10,84 +10,29 @@ SmolLM2-135M-Instruct, converted once from its GGUF to a cached safetensors dire
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from paretoalign.data.schema import Message
-from paretoalign.embed.chat_format import has_chat_template, plain_text
+from paretoalign.embed.chat_format import PromptLike, encode_prompts, eos_token_ids, prompt_token_ids, render_prompt
 from paretoalign.embed.models import load_causal_lm
 from paretoalign.errors import InputError
+from paretoalign.inference.engine import generate_candidates
+from paretoalign.inference.logprobs import response_logprobs
+
+if TYPE_CHECKING:
+    from paretoalign.embed.protocols import CausalLM, Tokenizer
+    from paretoalign.inference.engine import Candidate, LogitsHook
+    from paretoalign.inference.sampling_params import SamplingParams
 
 DEFAULT_POLICY = "smollm2"
-
-PromptLike = str | Sequence[Message]
-
-
-def as_messages(prompt: PromptLike, index: int | None = None) -> list[Message]:
-    """A prompt as a message list; a string becomes one user message."""
-    where = "" if index is None else f"prompt {index}: "
-    if isinstance(prompt, str):
-        if not prompt.strip():
-            raise InputError(f"{where}the prompt is empty", field="prompt")
-        return [{"role": "user", "content": prompt}]
-    messages = list(prompt)
-    if not messages:
-        raise InputError(f"{where}the prompt has no messages", field="prompt")
-    for m in messages:
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise InputError(f"{where}each message needs 'role' and 'content', got {m!r}", field="prompt")
-    return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
-
-
-def eos_token_ids(tokenizer: Any, model: Any = None) -> frozenset[int]:
-    """The tokenizer's EOS id plus the model's ``generation_config.eos_token_id`` (an int or a list)."""
-    ids: set[int] = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if isinstance(eos, int):
-        ids.add(eos)
-    elif eos is not None:
-        ids.update(int(e) for e in eos)
-    return frozenset(ids)
-
-
-def render_prompt(tokenizer: Any, prompt: PromptLike) -> str:
-    """A prompt rendered with the tokenizer's chat template and the generation prompt (plain format without one)."""
-    messages = as_messages(prompt)
-    if has_chat_template(tokenizer):
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return plain_text(messages, "")[0]
-
-
-def prompt_token_ids(tokenizer: Any, prompt: PromptLike) -> list[int]:
-    """Token ids of the rendered prompt (the template already holds any special tokens)."""
-    return list(tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"])
-
-
-def encode_prompts(tokenizer: Any, context_length: int | None, prompts: Sequence[PromptLike],
-                   max_new_tokens: int) -> list[list[int]]:
-    """Token ids of every prompt; InputError for no prompts, an empty one, or one that leaves no room to generate."""
-    if len(prompts) == 0:
-        raise InputError("no prompts given", field="prompts")
-    encoded = []
-    for i, p in enumerate(prompts):
-        ids = prompt_token_ids(tokenizer, as_messages(p, i))
-        if context_length is not None and len(ids) + max_new_tokens > context_length:
-            raise InputError(f"prompt {i} is {len(ids)} tokens; with max_new_tokens={max_new_tokens} it needs "
-                             f"{len(ids) + max_new_tokens} positions but the model's context is {context_length}",
-                             field="prompt")
-        encoded.append(ids)
-    return encoded
-
 
 class Policy:
     """A causal LM that candidates are sampled from (and whose log-probs KL estimates use)."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, name: str | None = None) -> None:
+    def __init__(self, model: CausalLM, tokenizer: Tokenizer, *, name: str | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
@@ -139,15 +84,16 @@ class Policy:
         """Response text of token ids (special tokens such as EOS dropped)."""
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
-    def sample(self, prompt_ids: Sequence[Sequence[int]], n: int, params: Any, *,
-               prompt_indices: Sequence[int] | None = None, progress: Any = None) -> list:
+    def sample(self, prompt_ids: Sequence[Sequence[int]], n: int, params: SamplingParams, *,
+               prompt_indices: Sequence[int] | None = None, progress: Callable[[int], object] | None = None,
+               hook: LogitsHook | None = None) -> list[list[Candidate]]:
         """N complete candidates per prompt from the transformers engine (shared prefill).
 
-        `progress`, if given, is called with the token budget used up (see `engine.CandidateGenerator`).
+        `progress`, if given, is called with the token budget used up (see `engine.CandidateGenerator`); `hook`, an
+        `engine.LogitsHook` (e.g. `guided_decoding.GenARMHook`), changes the distribution the tokens are drawn from.
         """
-        from paretoalign.inference.engine import generate_candidates  # the engine imports this module
-
-        return generate_candidates(self, prompt_ids, n, params, prompt_indices=prompt_indices, progress=progress)
+        return generate_candidates(self, prompt_ids, n, params, prompt_indices=prompt_indices, progress=progress,
+                                   hook=hook)
 
     # ------------------------------------------------------------------ log-probs
 
@@ -155,47 +101,3 @@ class Policy:
     def response_logprobs(self, prompt_ids: Sequence[int], responses: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """Per-token log π(y_t | x, y_<t) of each response to one prompt; the prompt is run once for all of them."""
         return response_logprobs(self.model, prompt_ids, responses)
-
-
-def _forward(model: Any, **kwargs: Any) -> Any:
-    return model(use_cache=True, return_dict=True, **kwargs)
-
-
-@torch.inference_mode()
-def response_logprobs(model: Any, prompt_ids: Sequence[int], responses: Sequence[Sequence[int]]) -> list[np.ndarray]:
-    """Per-token log-probs of `responses` after `prompt_ids` under `model` (prompt prefilled once, KV cache shared)."""
-    if not prompt_ids:
-        raise InputError("the prompt has no tokens", field="prompt")
-    if not responses:
-        return []
-    lengths = [len(r) for r in responses]
-    n, width = len(responses), max(lengths)
-    p = len(prompt_ids)
-    prefill = _forward(model, input_ids=torch.tensor([list(prompt_ids)]),
-                       position_ids=torch.arange(p).unsqueeze(0), logits_to_keep=1)
-    first = prefill.logits[:, -1].float().log_softmax(-1).expand(n, -1)
-    out = [np.zeros(k, dtype=np.float64) for k in lengths]
-    if width == 0:
-        return out
-    block = torch.zeros((n, width), dtype=torch.long)
-    mask = torch.zeros((n, p + width), dtype=torch.long)
-    mask[:, :p] = 1
-    for i, r in enumerate(responses):
-        block[i, :len(r)] = torch.tensor(list(r), dtype=torch.long)
-        mask[i, p:p + len(r)] = 1
-    logp_first = first.gather(-1, block[:, :1]).squeeze(-1)
-    if width > 1:
-        cache = prefill.past_key_values
-        cache.batch_repeat_interleave(n)
-        # Only the first width-1 tokens are inputs: each predicts the next; padding sits after every real token.
-        rest = _forward(model, input_ids=block[:, :-1], attention_mask=mask[:, :-1],
-                        position_ids=(p + torch.arange(width - 1)).unsqueeze(0).expand(n, -1),
-                        past_key_values=cache)
-        logp_rest = rest.logits.float().log_softmax(-1).gather(-1, block[:, 1:].unsqueeze(-1)).squeeze(-1)
-    for i, k in enumerate(lengths):
-        if k:
-            out[i][0] = float(logp_first[i])
-            if k > 1:
-                out[i][1:] = logp_rest[i, :k - 1].double().numpy()
-    return out
-

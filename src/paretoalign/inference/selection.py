@@ -1,7 +1,11 @@
-"""Scored candidates, the pick rule shared by Best-of-N and Speculative Rejection, and the output rows.
+"""Scored candidates, THE Best-of-N pick rule, and the output rows.
 
 The pick is the argmax (best) or argmin (worst) of the weighted final reward over FINISHED candidates; ties go to
 the lowest candidate index. A prompt whose candidates all hit the token limit gets no pick (``selected`` is None).
+Every Best-of-N pick in paretoalign uses this rule (`pick_index`, or `pick_indices` for a table of draws): the
+`best_of_n` / `speculative_rejection` samplers and the front report's Best-of-N points (`eval.policy_eval`).
+The one deliberate exception is BOND's distillation target (`train.bond_trainer.best_index`), which follows
+π_BoN over every reference sample, truncated ones included (see there).
 """
 
 from __future__ import annotations
@@ -76,6 +80,15 @@ def pick_index(scores: Sequence[float | None], finished: Sequence[bool], select:
         if best is None or (s > scores[best] if select == "best" else s < scores[best]):
             best = i
     return best
+
+
+def pick_indices(scores: Any, finished: Any, select: str = "best") -> list[int | None]:
+    """`pick_index` of each row of a (prompts, candidates) table of scores and finished flags."""
+    scores, finished = np.asarray(scores, dtype=np.float64), np.asarray(finished, dtype=bool)
+    if scores.ndim != 2 or scores.shape != finished.shape:
+        raise InputError(f"scores {scores.shape} and finished {finished.shape} must be the same (prompts, "
+                         "candidates) table", field="scores")
+    return [pick_index(list(row), list(done), select) for row, done in zip(scores, finished, strict=True)]
 
 
 def score_candidates(reward_model: Any, prompt: list[Message], texts: Sequence[str], weights: Any,

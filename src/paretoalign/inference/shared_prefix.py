@@ -16,16 +16,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from paretoalign.embed.protocols import CausalLM
 
 ATTENTION_NAME = "paretoalign_shared_prefix"
 TESTED_MODEL_TYPES = frozenset({"llama", "gpt2"})
 """Architectures whose logits under shared-prefix attention are checked against the plain cache in the tests."""
 
 
-def supports_shared_prefix(model: Any) -> bool:
+def supports_shared_prefix(model: CausalLM) -> bool:
     """Whether `model` is an architecture shared-prefix attention is tested on, without sliding windows or caps."""
     cfg = model.config
     if getattr(cfg, "model_type", None) not in TESTED_MODEL_TYPES:
@@ -107,7 +110,7 @@ _register()
 
 
 @contextmanager
-def attention_implementation(model: Any, name: str) -> Iterator[None]:
+def attention_implementation(model: CausalLM, name: str) -> Iterator[None]:
     """Run `model` with attention implementation `name`, restoring the previous one afterwards."""
     config = model.config
     previous = config._attn_implementation

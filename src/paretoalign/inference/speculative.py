@@ -5,9 +5,17 @@ alpha in [0, 1), any RM and user weights, best- or worst-of-N selection, the tra
 generation; backends without chunked generation are refused). At each decision point the still-generating
 candidates of a prompt are scored on their PARTIAL text and only the top ceil((1 - alpha) * m) continue
 (at least one); candidates that already finished are complete, cost nothing more and stay eligible. The pick is
-the best complete response by final reward. With alpha = 0 nothing is pruned and the result equals
-`best_of_n` with the same seed exactly (each candidate draws from its own generator); with pruning, survivors are
-Best-of-N's samples up to rare floating-point flips (see `sampling_params`).
+the best complete response by final reward (`selection.pick_index`, the rule `best_of_n` uses). With alpha = 0
+nothing is pruned and the result equals `best_of_n` with the same seed exactly (each candidate draws from its own
+generator); with pruning, survivors are Best-of-N's samples up to rare floating-point flips (see `sampling_params`).
+
+It answers whenever Best-of-N with the same seed does: where no complete candidate of a prompt finished (the
+survivors ran into max_new_tokens), its pruned candidates are resumed from where they were cut, each with the
+generator it was drawing from (`resume.resume_candidates`), latest-pruned and best partial score first, until one
+finishes (``stats["resumed"]`` counts them). They are Best-of-N's own samples, so in the worst case (every pruned
+candidate resumed) the result is Best-of-N's at Best-of-N's token count plus one prefill per resumed candidate.
+``resume=False`` gives the paper's algorithm, which has no answer there. Measured on SmolLM2 + the shipped RM
+(benchmarks/bench_speculative.py, README numbers in benchmarks/results/bench_speculative.txt).
 Assumes partial-response rewards rank candidates roughly as their final rewards will (the paper's premise).
 """
 
@@ -18,6 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from paretoalign.embed.chat_format import PromptLike
 from paretoalign.errors import InputError
 from paretoalign.inference.best_of_n import (
     DEFAULT_BATCH_ROWS,
@@ -29,7 +38,8 @@ from paretoalign.inference.best_of_n import (
     prompt_groups,
 )
 from paretoalign.inference.engine import Candidate, CandidateGenerator
-from paretoalign.inference.policy import Policy, PromptLike
+from paretoalign.inference.policy import Policy
+from paretoalign.inference.resume import resume_candidates
 from paretoalign.inference.sampling_params import SamplingParams
 from paretoalign.inference.selection import check_select, score_candidates
 from paretoalign.inference.statistics import bon_kl_bound, check_n
@@ -77,12 +87,46 @@ def survivors(candidates: Sequence[Candidate], scores: Sequence[float], alpha: f
     return [candidates[i] for i in sorted(order[:keep])]
 
 
+def resume_order(pruned: Sequence[Candidate], partial: dict[int, float], select: str) -> list[Candidate]:
+    """The order pruned candidates are resumed in: best partial score first (lowest for worst-of-N) among those
+    pruned at the latest decision point, then the earlier ones; ties keep lower indices."""
+    sign = -1.0 if select == "best" else 1.0
+    return sorted(pruned, key=lambda c: (-(c.rejected_at or 0), sign * partial[id(c)], c.index))
+
+
+def _resume_until_answered(policy: Policy, prompt_ids: dict[int, list[int]], candidates: Sequence[list[Candidate]],
+                           generators: dict[int, Any], partial: dict[int, float], params: SamplingParams,
+                           select: str, bar: Any) -> dict[int, int]:
+    """Resume pruned candidates of each prompt without a finished complete candidate, one per prompt and round
+    (all such prompts batched), in `resume_order`, until one finishes or none is left; returns resumed per prompt."""
+    queues = {group[0].prompt_index: resume_order([c for c in group if c.rejected_at is not None], partial, select)
+              for group in candidates if group and not any(c.finished for c in group if c.rejected_at is None)}
+    resumed = dict.fromkeys(queues, 0)
+
+    def progress(k: int) -> None:
+        bar.total += k  # resumed tokens come on top of the budget the bar counted as spent at pruning
+        bar.update(k)
+
+    while queues := {i: q for i, q in queues.items() if q}:
+        batch = [q.pop(0) for q in queues.values()]
+        resume_candidates(policy, [prompt_ids[c.prompt_index] for c in batch], batch,
+                          [generators[id(c)] for c in batch], params, progress=None if bar.disable else progress)
+        for c in batch:
+            resumed[c.prompt_index] += 1
+            if c.finished:
+                del queues[c.prompt_index]
+    return resumed
+
+
 def speculative_rejection(policy: Any, reward_model: Any, prompts: Sequence[PromptLike], *, n: int,
                           rejection_rate: float = 0.5, decision_tokens: Sequence[int] | None = None,
                           weights: Any = None, select: str = "best", params: SamplingParams | None = None,
                           batch_rows: int = DEFAULT_BATCH_ROWS, rm_batch_size: int | None = None,
-                          progress: bool = False) -> list:
-    """Best-of-N with early rejection of low-reward partial responses; results in input order."""
+                          progress: bool = False, resume: bool = True) -> list:
+    """Best-of-N with early rejection of low-reward partial responses; results in input order.
+
+    `resume`: where no complete candidate of a prompt finished, resume its pruned candidates until one does (off:
+    the paper's algorithm, which then has no answer for that prompt)."""
     n = check_n(n)
     select = check_select(select)
     alpha = check_rejection_rate(rejection_rate)
@@ -102,6 +146,7 @@ def speculative_rejection(policy: Any, reward_model: Any, prompts: Sequence[Prom
         gen = CandidateGenerator(policy, [prepared.token_ids[i] for i in group], n, params, prompt_indices=group,
                                  progress=None if bar.disable else bar.update)
         partial: dict[int, tuple[float, dict[str, float]]] = {}
+        generators: dict[int, Any] = {}  # each candidate's random stream, kept past pruning for a resume
         rm_rows = dict.fromkeys(group, 0)
         for point in points:
             gen.step(point - gen.steps)
@@ -117,8 +162,12 @@ def speculative_rejection(policy: Any, reward_model: Any, prompts: Sequence[Prom
                 for c, s, b in zip(live, scores, breakdowns, strict=True):
                     partial[id(c)] = (float(s), b)
                 keep = {id(c) for c in survivors(live, list(scores), alpha, select)}
+                generators.update((id(c), c.generator) for c in live if id(c) not in keep)
                 gen.prune([c for c in gen.active if c.prompt_index != i or id(c) in keep])
         gen.step()
+        resumed = {} if not resume else _resume_until_answered(
+            policy, {i: prepared.token_ids[i] for i in group}, gen.candidates, generators,
+            {k: v[0] for k, v in partial.items()}, params, select, bar)
         elapsed = time.perf_counter() - t0
         for i, candidates in zip(group, gen.candidates, strict=True):
             t1 = time.perf_counter()
@@ -130,7 +179,7 @@ def speculative_rejection(policy: Any, reward_model: Any, prompts: Sequence[Prom
             merged = [final.get(id(c)) or partial[id(c)] for c in candidates]
             stats = {"n": n, "method": "speculative", "select": select, "rejection_rate": alpha,
                      "decision_tokens": points, "tokens_generated": sum(c.num_tokens for c in candidates),
-                     "rm_calls": rm_rows[i], "kl_bound": bon_kl_bound(n),
+                     "rm_calls": rm_rows[i], "kl_bound": bon_kl_bound(n), "resumed": resumed.get(i, 0),
                      "wall_s": elapsed / len(group) + (time.perf_counter() - t1)}
             results.append(build_result(prepared.messages[i], candidates, [m[0] for m in merged],
                                         [m[1] for m in merged], select, stats))

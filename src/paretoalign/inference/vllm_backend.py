@@ -16,10 +16,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from paretoalign.embed.chat_format import PromptLike, encode_prompts, render_prompt
 from paretoalign.embed.models import check_remote_code, resolve_model
 from paretoalign.errors import InputError
 from paretoalign.inference.engine import Candidate
-from paretoalign.inference.policy import PromptLike, encode_prompts, render_prompt
 from paretoalign.inference.sampling_params import SamplingParams, candidate_seed
 
 

@@ -8,7 +8,11 @@ Supports:
 - ``objective_<a>_vs_<b>.png`` for each pair of the plotted objectives (default: the 3 with the largest spread across
   points), every objective maximised (the RM's convention: a higher reward is better);
 - ``front.json``: every point with an ``on_front`` flag per plotted front, the fronts and the run's meta;
-- ``index.html``: one self-contained page (PNGs as base64 data URIs, a plain table, how KL and reward were estimated).
+- ``index.html``: one self-contained page (PNGs as base64 data URIs, a plain table, how KL and reward were estimated);
+- the answered share beside every point (tables: the "answered" column; plots: "N=4, 75% answered"): a Best-of-N
+  point picks like `paretoalign bon`, among finished draws only, so it has no response for a prompt where none of
+  its draws finished; its reward is the mean over the answered prompts. A point without any answered prompt has no
+  reward (null) and takes part in no front.
 
 Everything is rendered in memory first, then the folder is written atomically, so bad input writes nothing. Plots use
 matplotlib's Agg canvas directly (no pyplot, no global backend change). Point names must be unique.
@@ -62,7 +66,8 @@ def choose_objectives(points: Sequence[FrontPoint], objectives_to_plot: Sequence
             raise InputError(f"name at least two objectives to plot against each other, got {chosen}",
                              field="objectives")
         return chosen
-    spread = {k: float(np.ptp([p.objectives[k] for p in points])) for k in names}
+    spread = {k: float(np.nanmax(v) - np.nanmin(v)) if not np.isnan(v).all() else 0.0
+              for k in names for v in [np.array([p.objectives[k] for p in points], dtype=np.float64)]}
     top = sorted(names, key=lambda k: -spread[k])[:count]  # stable: ties keep the RM's order
     return [k for k in names if k in top]
 
@@ -71,15 +76,25 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "objective"
 
 
+def _front_mask(values: list[list[float]], maximize: list[bool]) -> np.ndarray:
+    """`pareto_front` over the points with a value on every axis; a point without one (NaN) is never on it."""
+    arr = np.asarray(values, dtype=np.float64)
+    defined = ~np.isnan(arr).any(axis=1)
+    mask = np.zeros(len(values), dtype=bool)
+    if defined.any():
+        mask[defined] = pareto_front(arr[defined], maximize)
+    return mask
+
+
 def compute_fronts(points: Sequence[FrontPoint], objectives: Sequence[str]) -> list[dict[str, Any]]:
     """The reward–KL front and one front per objective pair: name, file, axes, directions and the member mask."""
     fronts = [{"name": REWARD_KL, "file": f"{REWARD_KL}.png", "x": "kl", "y": "reward",
                "maximize": {"kl": False, "reward": True},
-               "mask": pareto_front([[p.kl, p.reward] for p in points], [False, True])}]
+               "mask": _front_mask([[p.kl, p.reward] for p in points], [False, True])}]
     for a, b in itertools.combinations(objectives, 2):
         name = f"objective_{_safe_name(a)}_vs_{_safe_name(b)}"
         fronts.append({"name": name, "file": f"{name}.png", "x": a, "y": b, "maximize": {a: True, b: True},
-                       "mask": pareto_front([[p.objectives[a], p.objectives[b]] for p in points], [True, True])})
+                       "mask": _front_mask([[p.objectives[a], p.objectives[b]] for p in points], [True, True])})
     return fronts
 
 
@@ -102,7 +117,12 @@ def _png(fig: Any) -> bytes:
 
 
 def _label(p: FrontPoint) -> str:
-    return f"N={p.n}" if p.kind == "best_of_n" else p.name
+    label = f"N={p.n}" if p.kind == "best_of_n" else p.name
+    return label if p.answered_fraction >= 1.0 else f"{label}, {_share(p.answered_fraction)} answered"
+
+
+def _share(fraction: float) -> str:
+    return f"{100 * fraction:.0f}%"
 
 
 def _draw_points(ax: Any, points: Sequence[FrontPoint], xs: np.ndarray, ys: np.ndarray, mask: np.ndarray) -> None:
@@ -116,7 +136,8 @@ def _draw_points(ax: Any, points: Sequence[FrontPoint], xs: np.ndarray, ys: np.n
         ax.scatter([x], [y], marker=style["marker"], s=40, facecolors=face, edgecolors=style["color"], zorder=3,
                    label=None if p.kind in seen else legend[p.kind])
         seen.add(p.kind)
-        ax.annotate(_label(p), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        if np.isfinite(x) and np.isfinite(y):  # a point without a value (no answered prompt) is not drawn
+            ax.annotate(_label(p), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
     if mask.any():
         ax.scatter(xs[mask], ys[mask], s=170, facecolors="none", edgecolors="tab:green", linewidths=1.6, zorder=2,
                    label="non-dominated")
@@ -178,7 +199,7 @@ def plot_objectives(points: Sequence[FrontPoint], a: str, b: str, mask: np.ndarr
 # ---------------------------------------------------------------- tables
 
 def _fmt(value: float | None, stderr: float | None = None) -> str:
-    if value is None:
+    if value is None or value != value:  # None or NaN: no value (a Best-of-N point that answered no prompt)
         return "–"
     return f"{value:.3f}" if stderr is None else f"{value:.3f} ± {stderr:.3f}"
 
@@ -191,19 +212,26 @@ def _gain(p: FrontPoint, points: Sequence[FrontPoint]) -> tuple[float | None, fl
     return paired_gain(p, ref)
 
 
+def _tokens_text(value: float) -> str:
+    return "–" if value != value else f"{value:.1f}"
+
+
 def _kl_text(p: FrontPoint) -> str:
     return f"≤ {p.kl:.3f} (bound)" if p.kl_is_bound else _fmt(p.kl, p.kl_stderr)
 
 
 def format_front_table(points: Sequence[FrontPoint], on_front: Sequence[bool] | None = None) -> str:
-    """A plain-text table of the points (reward and KL ± standard error, objectives, finished %, front ✓)."""
+    """A plain-text table of the points (reward ± standard error, answered %, gain, KL, objectives, finished %,
+    front ✓)."""
     names = objective_names(points)
-    header = ["name", "kind", "reward ± s.e.", "gain ± paired s.e.", "KL ± s.e.", *names, "finished", "front"]
+    header = ["name", "kind", "reward ± s.e.", "answered", "gain ± paired s.e.", "KL ± s.e.", *names, "finished",
+              "front"]
     rows = [header]
     for i, p in enumerate(points):
         mark = "✓" if on_front is not None and on_front[i] else ""
-        rows.append([p.name, p.kind, _fmt(p.reward, p.reward_stderr), _fmt(*_gain(p, points)), _kl_text(p),
-                     *(f"{p.objectives[k]:.3f}" for k in names), f"{100 * p.finished_fraction:.0f}%", mark])
+        rows.append([p.name, p.kind, _fmt(p.reward, p.reward_stderr), _share(p.answered_fraction),
+                     _fmt(*_gain(p, points)), _kl_text(p), *(_fmt(p.objectives[k]) for k in names),
+                     _share(p.finished_fraction), mark])
     widths = [max(len(r[j]) for r in rows) for j in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
@@ -217,13 +245,15 @@ def _html_page(points: Sequence[FrontPoint], fronts: list[dict[str, Any]], image
     """The self-contained index.html."""
     esc = html.escape
     names = objective_names(points)
-    head = ["name", "kind", "reward ± s.e.", "gain ± paired s.e.", "KL ± s.e.", *names, "finished", "tokens",
+    head = ["name", "kind", "reward ± s.e.", "answered", "gain ± paired s.e.", "KL ± s.e.", *names, "finished",
+            "tokens",
             *(("front: reward–KL" if f["name"] == REWARD_KL else f"front: {f['x']} × {f['y']}") for f in fronts)]
     rows = []
     for i, p in enumerate(points):
-        cells = [p.name, p.kind, _fmt(p.reward, p.reward_stderr), _fmt(*_gain(p, points)), _kl_text(p),
-                 *(f"{p.objectives[k]:.3f}" for k in names), f"{100 * p.finished_fraction:.0f}%",
-                 f"{p.mean_response_tokens:.1f}", *("✓" if f["mask"][i] else "" for f in fronts)]
+        cells = [p.name, p.kind, _fmt(p.reward, p.reward_stderr), _share(p.answered_fraction),
+                 _fmt(*_gain(p, points)), _kl_text(p), *(_fmt(p.objectives[k]) for k in names),
+                 _share(p.finished_fraction), _tokens_text(p.mean_response_tokens),
+                 *("✓" if f["mask"][i] else "" for f in fronts)]
         rows.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
     meta_rows = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(_meta_text(v))}</td></tr>"
                         for k, v in json_safe(meta).items())
@@ -248,8 +278,12 @@ of the same responses. <b>KL</b>: a Monte-Carlo estimate of KL(π ‖ π_ref), t
 <b>Gain</b>: the mean over prompts of (this point's mean reward − the reference's) on the same prompts, with the
 standard error of those paired differences (the error bars of the reward–KL plot): rewards vary far more between
 prompts than between policies, so only the paired error says whether a policy beats the reference.
-<b>Best-of-N</b> picks, among N reference samples, the one with the highest weighted score; its KL is the analytic
-upper bound log N − (N−1)/N (“≤ bound”, open markers), not an estimate. The reference sits at KL 0.
+<b>Best-of-N</b> picks, among N reference samples, the FINISHED one with the highest weighted score (what
+<code>paretoalign bon</code> returns with the same seed); a prompt where none of the N samples finished gets no
+pick, so a Best-of-N point's reward, objectives, gain and tokens are over the prompts it answered, and
+<b>answered</b> gives their share (policies and the reference answer every prompt: each of their samples counts,
+finished or not). Its KL is the analytic upper bound log N − (N−1)/N (“≤ bound”, open markers), not an estimate.
+The reference sits at KL 0.
 A point is <b>non-dominated</b> (✓, ringed) when no other point is at least as good on both axes and better on one
 (reward higher, KL lower; on objective plots both objectives higher).</p>
 <h2>Plots</h2>

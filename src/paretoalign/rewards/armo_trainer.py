@@ -52,8 +52,8 @@ def resolve_backbone_spec(config: ArmoRMConfig) -> dict[str, Any]:
 
 def load_config_data(config: ArmoRMConfig):
     """The training data named by `config.sources` (the bundled default when None)."""
-    from paretoalign.data.bundled import default_sources_config
-    from paretoalign.data.sources import load_sources_config, load_training_data, restrict_to_split, shared_data_config
+    from paretoalign.data.bundled import default_sources_config, shared_data_config
+    from paretoalign.data.sources import load_sources_config, load_training_data, restrict_to_split
 
     if config.sources is None:
         sources = default_sources_config()

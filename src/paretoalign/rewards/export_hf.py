@@ -28,9 +28,9 @@ from paretoalign.atomic_io import atomic_directory
 from paretoalign.embed.chat_format import PLAIN_ASSISTANT_PREFIX, has_chat_template
 from paretoalign.embed.models import check_remote_code, no_progress_bars, quiet_transformers
 from paretoalign.errors import InputError
+from paretoalign.output_paths import HF_EXPORT_FORMAT
+from paretoalign.output_paths import HF_EXPORT_INFO_FILE as EXPORT_INFO_FILE
 from paretoalign.rewards.reward_model import RewardModel, Weights
-
-EXPORT_INFO_FILE = "paretoalign_export.json"
 
 
 def _readme(*, weights: dict[str, float], chat_template: bool, pad_from_eos: bool, spec: dict[str, Any]) -> str:
@@ -147,7 +147,7 @@ def export_sequence_classifier(model: RewardModel, weights: Weights, output_dir:
     classifier.config.label2id = {"reward": 0}
 
     weight_map = {name: float(w[i]) for i, name in enumerate(model.objective_names)}
-    info = {"format": "paretoalign-hf-export", "format_version": 1, "paretoalign_version": __version__,
+    info = {"format": HF_EXPORT_FORMAT, "format_version": 1, "paretoalign_version": __version__,
             "objectives": list(model.objective_names), "weights": weight_map,
             "score": "logits[:, 0] = sum_i weights[i] * r'_i(x, y) (de-correlated objective rewards)",
             "backbone": spec, "chat_template": has_chat_template(tokenizer),

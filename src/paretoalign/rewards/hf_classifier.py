@@ -33,7 +33,7 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -44,26 +44,15 @@ from paretoalign.errors import InputError
 from paretoalign.rewards.gating import row_sum
 from paretoalign.rewards.reward_model import RewardOutput, Weights, check_score_inputs
 
+if TYPE_CHECKING:
+    from paretoalign.embed.protocols import Tokenizer
+
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_WEIGHTS_KEY = "paretoalign_weights"
 """A config.json key {label: weight} giving a k-label classifier's default combination (else: the plain mean)."""
 PLAIN_SEPARATOR = "\n\n"
 _NO_LIMIT = 10 ** 9
 """Above this, a tokenizer's model_max_length is transformers' 'unknown' placeholder."""
-
-
-class _Tokenizer(Protocol):
-    """The part of a transformers tokenizer this module uses."""
-
-    chat_template: Any
-    pad_token_id: int | None
-    eos_token_id: int | None
-    model_max_length: int
-    truncation_side: str
-
-    def apply_chat_template(self, conversation: list[Message], **kwargs: Any) -> Any: ...
-
-    def __call__(self, text: list[str], **kwargs: Any) -> Any: ...
 
 
 class _Classifier(Protocol):
@@ -106,7 +95,7 @@ def _text_limit(config: Any) -> int | None:
 class SequenceClassifierRM:
     """A transformers sequence classifier used as a (multi-objective) reward model: one objective per label."""
 
-    def __init__(self, model: _Classifier, tokenizer: _Tokenizer, *, source: str | None = None,
+    def __init__(self, model: _Classifier, tokenizer: Tokenizer, *, source: str | None = None,
                  max_length: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")

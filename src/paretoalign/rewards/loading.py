@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
-
-from paretoalign.data.schema import Message
+from paretoalign.atomic_io import read_json_or_none
 from paretoalign.errors import InputError
+from paretoalign.output_paths import existing_paths
 from paretoalign.rewards.hf_classifier import SequenceClassifierRM, is_sequence_classifier_config, read_config_json
-from paretoalign.rewards.reward_model import CONFIG_FILE, FORMAT, RewardModel, RewardOutput, Weights
+from paretoalign.rewards.reward_model import CONFIG_FILE, FORMAT, RewardModel
 from paretoalign.rewards.shipped import DEFAULT_RM_ALIAS, resolve_rm_reference
 
 PARETOALIGN = "paretoalign"
@@ -35,17 +32,6 @@ SEQUENCE_CLASSIFIER = "sequence_classifier"
 HINT = ("give a reward model folder from `paretoalign train-rm` (or `paretoalign demo`), `default` for the shipped "
         "one, or a Hugging Face sequence-classification model folder or hub id")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
-
-
-class ScoringRewardModel(Protocol):
-    """What the commands need of a reward model: its objectives, a check of user weights, and batched scoring."""
-
-    objective_names: list[str]
-
-    def resolve_weights(self, weights: Weights) -> np.ndarray | None: ...
-
-    def score(self, prompts: Sequence[str | list[Message]], responses: Sequence[str], *, weights: Weights = None,
-              batch_size: int | None = None, progress: bool = False) -> RewardOutput: ...
 
 
 @dataclass(frozen=True)
@@ -143,3 +129,14 @@ def load_reward_model(reference: str | os.PathLike, *, trust_remote_code: bool =
         return RewardModel.from_pretrained(ref.location, trust_remote_code=trust_remote_code is True)
     return SequenceClassifierRM.from_pretrained(ref.location, trust_remote_code=trust_remote_code is True)
 
+
+def reward_model_inputs(directory: str | os.PathLike) -> list[str]:
+    """A saved reward model folder (``default``: the shipped one) and the local backbone model its config.json names
+    (read, nothing loaded): the inputs an output must not overwrite."""
+    directory = resolve_rm_reference(str(directory))
+    out = [str(directory)]
+    config = read_json_or_none(Path(directory) / CONFIG_FILE)
+    backbone = config.get("backbone") if isinstance(config, dict) else None
+    if isinstance(backbone, dict):
+        out.extend(existing_paths([backbone.get("model")]))
+    return out

@@ -28,11 +28,11 @@ from paretoalign.atomic_io import atomic_directory
 from paretoalign.data.schema import Message
 from paretoalign.embed.backbone import Backbone, Features
 from paretoalign.errors import InputError, ModelFormatError
+from paretoalign.output_paths import RM_CONFIG_FILE as CONFIG_FILE
+from paretoalign.output_paths import RM_FORMAT as FORMAT
 from paretoalign.rewards.gating import GatingNetwork, row_sum, rowwise_matmul
 
-FORMAT = "paretoalign-reward-model"
 FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 OBJECTIVE_KINDS = ("ridge", "bradley_terry", "length")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from paretoalign.errors import InputError
 from paretoalign.train.online_config import OnlineTrainingConfig
-from paretoalign.train.training_config import positive_int, unit_interval
+from paretoalign.validation import positive_int, unit_interval
 
 VARIANTS = ("jbond", "bond")
 

@@ -16,6 +16,12 @@ Variants:
   quantile p̂≤(y) = (1 + #{j: R(y'_j) ≤ R(y)}) / (k + 1) (y counted among the samples, so log p̂≤ is finite), the
   backward reward (N−1)·log p̂≤(y), and the forward term's Best-of-N (the best of the first N of them).
 
+The forward term's Best-of-N is taken over EVERY sample, truncated ones included (`best_index`) — deliberately not
+`paretoalign bon`'s rule (the best FINISHED sample, `inference.selection.pick_index`): the target π_BoN is defined
+over the sampler's outputs, cut or not, and the backward reward's quantile p̂≤ ranks those same samples, so both
+terms of J_β must see one distribution; restricting the forward pick to finished samples would distil a different,
+conditioned target, and a prompt with no finished anchor sample would have no forward target at all.
+
 Supports LoRA or full fine-tuning, seeded sampling per (seed, step), checkpoints with the anchor, exact resume.
 Assumes temperature-1 sampling (the distributions above are those of the policy itself) and an RM whose score
 ranks responses to the same prompt.
@@ -68,7 +74,9 @@ def log_quantile(policy_rewards: torch.Tensor, reference_rewards: torch.Tensor) 
 
 
 def best_index(rewards: torch.Tensor) -> torch.Tensor:
-    """Index of the highest reward per row (ties: the lowest index)."""
+    """Index of the highest reward per row over every sample, finished or not (ties: the lowest index).
+
+    BOND's target π_BoN, not `paretoalign bon`'s pick among finished samples (see the module docstring)."""
     return torch.argmax(rewards, dim=-1)
 
 
@@ -122,7 +130,7 @@ def train_bond(config: BONDConfig, prompts: Sequence[Any] | None = None, *, mode
             load_plain_weights_(anchor.model, run.checkpoint.tensor_groups["anchor"])
     else:
         anchor = build_reference(run.policy, config, initial)
-    from paretoalign.inference.policy import encode_prompts
+    from paretoalign.embed.chat_format import encode_prompts
 
     prompt_ids, cut = fit_prompts(encode_prompts(run.tokenizer, None, prompts, config.max_new_tokens),
                                   config.max_length, config.max_new_tokens)
@@ -148,6 +156,7 @@ def train_bond(config: BONDConfig, prompts: Sequence[Any] | None = None, *, mode
             rewards = []
             for j in part:
                 anchor_r = torch.tensor([s.reward for s in anchor_samples[j]], dtype=torch.float64)
+                # the Best-of-N target over all anchor samples, truncated ones too (not the finished-only bon pick)
                 forward.append(anchor_samples[j][int(best_index(anchor_r[:top_n]))])
                 pol_r = torch.tensor([s.reward for s in policy_samples[j]], dtype=torch.float64)
                 if jbond:

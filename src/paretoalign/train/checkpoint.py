@@ -12,16 +12,19 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from paretoalign.atomic_io import atomic_directory, write_json_atomic
 from paretoalign.errors import InputError
+from paretoalign.output_paths import CHECKPOINT_DIR
+from paretoalign.output_paths import CHECKPOINT_STATE_FILE as STATE_FILE
 
-CHECKPOINT_DIR = "checkpoint"
-STATE_FILE = "state.json"
+if TYPE_CHECKING:
+    from paretoalign.embed.protocols import CausalLM
+
 RESUME_FREE_FIELDS = frozenset({"max_steps", "resume", "progress", "save_every", "tensorboard", "output_dir",
                                 "device"})
 """Config fields a resumed run may change."""
@@ -136,7 +139,7 @@ def check_resumable(checkpoint: Checkpoint, config: Any, run_dir: str | Path) ->
 
 
 @torch.no_grad()
-def restore_trainable_(model: Any, tensors: dict[str, torch.Tensor]) -> None:
+def restore_trainable_(model: CausalLM, tensors: dict[str, torch.Tensor]) -> None:
     """Copy checkpointed trainable parameters into `model` (names must match exactly)."""
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     missing = sorted(set(params) - set(tensors))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from paretoalign.errors import InputError
-from paretoalign.train.training_config import PolicyTrainingConfig, positive_float, positive_int
+from paretoalign.train.training_config import PolicyTrainingConfig
+from paretoalign.validation import positive_float, positive_int
 
 
 @dataclass

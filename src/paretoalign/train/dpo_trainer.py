@@ -19,18 +19,22 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from paretoalign.data.schema import PreferencePair
+from paretoalign.embed.chat_format import as_messages
 from paretoalign.errors import InputError
-from paretoalign.inference.policy import as_messages
 from paretoalign.train.dpo_config import DPOConfig
 from paretoalign.train.policy_setup import build_reference, initial_copy
 from paretoalign.train.run import TrainingRun, check_run_dir, finish_run, start_run, write_checkpoint
 from paretoalign.train.sequences import Row, encode_pair, row_logprob_sums
+
+if TYPE_CHECKING:
+    from paretoalign.embed.protocols import CausalLM, Tokenizer
+    from paretoalign.train.policy_setup import Reference
 
 PairLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[int]],
                     tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -73,7 +77,7 @@ def load_pairs(data: str | None, objective: str | None, max_pairs: int | None) -
     return pairs
 
 
-def encode_pairs(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int, end_id: int | None
+def encode_pairs(tokenizer: Tokenizer, pairs: Sequence[PreferencePair], max_length: int, end_id: int | None
                  ) -> list[EncodedPair]:
     """Token rows of every pair; errors name the pair's source."""
     out = []
@@ -105,7 +109,7 @@ def batch_indices(num_examples: int, batch_size: int, seed: int, start_step: int
         yield epoch, order[k * batch_size:(k + 1) * batch_size].tolist()
 
 
-def pair_logprobs(run: TrainingRun, reference: Any, pairs: Sequence[EncodedPair]
+def pair_logprobs(run: TrainingRun, reference: Reference, pairs: Sequence[EncodedPair]
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Policy (with grad) and reference (no grad) log-probs of chosen and rejected, in one forward each."""
     rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
@@ -117,7 +121,8 @@ def pair_logprobs(run: TrainingRun, reference: Any, pairs: Sequence[EncodedPair]
 
 
 def run_pairwise_training(method: str, config: DPOConfig, pairs: Sequence[PreferencePair], loss_fn: PairLoss, *,
-                          model: Any = None, tokenizer: Any = None, extra_stats: dict[str, Any] | None = None,
+                          model: CausalLM | None = None, tokenizer: Tokenizer | None = None,
+                          extra_stats: dict[str, Any] | None = None,
                           overwrite: bool = False) -> tuple[Any, dict[str, Any]]:
     """Train on preference pairs with a pairwise loss; returns (trained plain model, stats)."""
     check_run_dir(method, config, overwrite=overwrite)
@@ -160,8 +165,8 @@ def run_pairwise_training(method: str, config: DPOConfig, pairs: Sequence[Prefer
     return finish_run(run, stats), stats
 
 
-def train_dpo(config: DPOConfig, pairs: Sequence[PreferencePair] | None = None, *, model: Any = None,
-              tokenizer: Any = None, overwrite: bool = False) -> tuple[Any, dict[str, Any]]:
+def train_dpo(config: DPOConfig, pairs: Sequence[PreferencePair] | None = None, *, model: CausalLM | None = None,
+              tokenizer: Tokenizer | None = None, overwrite: bool = False) -> tuple[Any, dict[str, Any]]:
     """Train a policy with DPO; returns (the trained plain model in eval mode, stats).
 
     ``config.output_dir`` must be missing, empty or a DPO run (resumed); any other folder only with `overwrite`

@@ -3,8 +3,9 @@
 Supports: "slerp" (θ_init and M ≥ 2 fine-tuned policies; λ for M = 2, default 1/2; the equal-weight fold for M > 2),
 "liti" (θ_init, one policy θ and η ∈ [0, 1]: (1−η) θ_init + η θ) and "ema" (an anchor and a current policy, μ ∈ (0, 1]:
 (1−μ) θ_anchor + μ θ_current). Every input is checked (counts, values, same architecture from config.json and
-safetensors headers) before any weights are loaded. The output copies config and tokenizer files from the first model
-and records the operation, inputs, parameters and task-vector angles in merge_record.json.
+safetensors headers) before any weights are loaded; an InputError about an argument names it as its ``field`` ("lam",
+"eta", "mu", "init", "models", "output_dir"; the CLI names the flag). The output copies config and tokenizer files
+from the first model and records the operation, inputs, parameters and task-vector angles in merge_record.json.
 Assumes all inputs fit in CPU memory at once and share dtypes.
 """
 
@@ -21,6 +22,7 @@ import torch
 from paretoalign.errors import InputError
 from paretoalign.train.policy_files import check_same_architecture, load_policy_state, save_policy_state
 from paretoalign.train.weight_ops import check_compatible, ema_states, liti, merge_report, slerp
+from paretoalign.validation import unit_interval
 
 OPERATIONS = ("slerp", "liti", "ema")
 FORMULAS = {
@@ -31,52 +33,54 @@ FORMULAS = {
 }
 
 
+ARGUMENTS = ("init", "models", "lam", "eta", "mu", "output_dir")
+"""The arguments of `merge_policies` that its InputErrors name as their ``field``."""
+
+
 def _check_value(value: float | None, name: str, op: str, *, open_low: bool = False) -> float:
     if value is None:
-        raise InputError(f"{op} needs --{name}", path="command line", field=f"--{name}")
-    low_ok = value > 0 if open_low else value >= 0
-    if not (math.isfinite(value) and low_ok and value <= 1):
-        raise InputError(f"--{name} must be in {'(0, 1]' if open_low else '[0, 1]'}, got {value}",
-                         path="command line", field=f"--{name}")
-    return value
+        raise InputError(f"{op} needs --{name}", field=name)
+    try:
+        return unit_interval(value, f"--{name}", open_low=open_low)
+    except InputError as exc:  # the message names the flag; the field stays the argument (see ARGUMENTS)
+        raise InputError(exc.reason, field=name) from None
 
 
 def _refuse(op: str, **given: Any) -> None:
     for name, value in given.items():
         if value is not None:
-            raise InputError(f"--{name} does not apply to {op}", path="command line", field=f"--{name}")
+            raise InputError(f"--{name} does not apply to {op}", field=name)
 
 
-def _check_arguments(op: str, init: str | None, models: list[str], lam: float | None, eta: float | None,
-                     mu: float | None) -> None:
-    """Raise InputError for a wrong model count or a missing, superfluous or out-of-range value."""
+def check_merge_arguments(op: str, init: str | None, models: list[str], lam: float | None, eta: float | None,
+                          mu: float | None) -> None:
+    """Raise InputError, naming the argument, for a wrong model count or a missing, superfluous or out-of-range
+    value."""
     if op not in OPERATIONS:
         raise InputError(f"unknown operation {op!r}; choose one of {list(OPERATIONS)}", field="op")
     if op == "slerp":
         _refuse(op, eta=eta, mu=mu)
         if len(models) < 2:
-            raise InputError(f"slerp needs at least 2 models, got {len(models)}", path="command line",
-                             field="--models")
+            raise InputError(f"slerp needs at least 2 models, got {len(models)}", field="models")
         if lam is not None and len(models) > 2:
             raise InputError(f"--lam applies to 2 models only; {len(models)} models are merged with equal weights",
-                             path="command line", field="--lam")
+                             field="lam")
         if lam is not None:
             _check_value(lam, "lam", op)
     elif op == "liti":
         _refuse(op, lam=lam, mu=mu)
         if len(models) != 1:
             raise InputError(f"liti takes exactly one model (e.g. the SLERP result), got {len(models)}",
-                             path="command line", field="--models")
+                             field="models")
         _check_value(eta, "eta", op)
     else:
         _refuse(op, init=init, lam=lam, eta=eta)
         if len(models) != 2:
             raise InputError(f"ema takes exactly two models (anchor, then current), got {len(models)}",
-                             path="command line", field="--models")
+                             field="models")
         _check_value(mu, "mu", op, open_low=True)
     if op != "ema" and init is None:
-        raise InputError(f"{op} needs --init (the policy the models were fine-tuned from)", path="command line",
-                         field="--init")
+        raise InputError(f"{op} needs --init (the policy the models were fine-tuned from)", field="init")
 
 
 def _distance(x: Mapping[str, torch.Tensor], y: Mapping[str, torch.Tensor]) -> float:
@@ -127,12 +131,12 @@ def merge_policies(op: str, *, init: str | None, models: list[str], output_dir: 
     replaced only with `overwrite`; see `paretoalign.output_paths`)."""
     from paretoalign.output_paths import MERGE, check_output_dir
 
-    check_output_dir(output_dir, MERGE, inputs=[init, *models], overwrite=overwrite, field="--output-dir")
+    check_output_dir(output_dir, MERGE, inputs=[init, *models], overwrite=overwrite, field="output_dir")
     models = [policy_source(m) for m in models]
     init = policy_source(init) if init is not None else None
-    _check_arguments(op, init, models, lam, eta, mu)
+    check_merge_arguments(op, init, models, lam, eta, mu)
     inputs = ([str(init)] if init is not None else []) + models
-    check_output_dir(output_dir, MERGE, inputs=inputs, overwrite=overwrite, field="--output-dir")
+    check_output_dir(output_dir, MERGE, inputs=inputs, overwrite=overwrite, field="output_dir")
     check_same_architecture(inputs)
     loaded = {path: load_policy_state(path)[0] for path in inputs}
     check_compatible(loaded)

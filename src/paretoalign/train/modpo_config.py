@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from paretoalign.errors import InputError
 from paretoalign.train.dpo_config import DPOConfig
-from paretoalign.train.training_config import positive_float
+from paretoalign.validation import positive_float
 
 MARGIN_SOURCES = ("reward_model", "implicit")
 

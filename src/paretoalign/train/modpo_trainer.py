@@ -19,19 +19,23 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from paretoalign.data.schema import PreferencePair
+from paretoalign.embed.chat_format import as_messages
 from paretoalign.errors import InputError
-from paretoalign.inference.policy import as_messages
 from paretoalign.train.dpo_trainer import encode_pairs, load_pairs, run_pairwise_training
 from paretoalign.train.modpo_config import MODPOConfig
 from paretoalign.train.run import check_run_dir, claim_run
 from paretoalign.train.sequences import pad_token_id, reply_end_token_id, row_logprob_sums
+
+if TYPE_CHECKING:
+    from paretoalign.embed.protocols import CausalLM, Tokenizer
+    from paretoalign.rewards.protocols import Scorer
 
 
 def modpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -45,7 +49,7 @@ def modpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_c
     return -F.logsigmoid((chosen - rejected - margin) / w[0]), chosen.detach(), rejected.detach()
 
 
-def reward_model_margins(reward_model: Any, pairs: Sequence[PreferencePair], objectives: Sequence[str]
+def reward_model_margins(reward_model: Scorer, pairs: Sequence[PreferencePair], objectives: Sequence[str]
                          ) -> tuple[np.ndarray, np.ndarray]:
     """(chosen, rejected) per-objective rewards r' of the RM for `objectives`, each (pairs, len(objectives))."""
     names = list(reward_model.objective_names)
@@ -61,9 +65,9 @@ def reward_model_margins(reward_model: Any, pairs: Sequence[PreferencePair], obj
 
 
 @torch.no_grad()
-def implicit_reward_margins(policy_dirs: Sequence[str], betas: Sequence[float], reference: Any, tokenizer: Any,
-                            pairs: Sequence[PreferencePair], max_length: int, batch_size: int = 8,
-                            trust_remote_code: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def implicit_reward_margins(policy_dirs: Sequence[str], betas: Sequence[float], reference: CausalLM,
+                            tokenizer: Tokenizer, pairs: Sequence[PreferencePair], max_length: int,
+                            batch_size: int = 8, trust_remote_code: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(chosen, rejected) implicit rewards beta_i * log pi_i/pi_ref of each margin policy, (pairs, k − 1) each."""
     from paretoalign.embed.models import load_causal_lm
 
@@ -72,7 +76,7 @@ def implicit_reward_margins(policy_dirs: Sequence[str], betas: Sequence[float], 
     encoded = encode_pairs(tokenizer, pairs, max_length, end_id)
     rows = [p.chosen for p in encoded] + [p.rejected for p in encoded]
 
-    def logps(model: Any) -> np.ndarray:
+    def logps(model: CausalLM) -> np.ndarray:
         parts = [row_logprob_sums(model, rows[i:i + batch_size], pad) for i in range(0, len(rows), batch_size)]
         return torch.cat(parts).double().cpu().numpy()
 
@@ -90,8 +94,8 @@ def implicit_reward_margins(policy_dirs: Sequence[str], betas: Sequence[float], 
     return values[:n], values[n:]
 
 
-def compute_margins(config: MODPOConfig, pairs: Sequence[PreferencePair], reward_model: Any = None,
-                    tokenizer: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def compute_margins(config: MODPOConfig, pairs: Sequence[PreferencePair], reward_model: Scorer | None = None,
+                    tokenizer: Tokenizer | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The fixed margin rewards of every pair for config.margin_objectives."""
     if not config.margin_objectives:
         empty = np.zeros((len(pairs), 0))
@@ -111,8 +115,9 @@ def compute_margins(config: MODPOConfig, pairs: Sequence[PreferencePair], reward
                                    pairs, config.max_length, trust_remote_code=config.trust_remote_code)
 
 
-def train_modpo(config: MODPOConfig, pairs: Sequence[PreferencePair] | None = None, *, model: Any = None,
-                tokenizer: Any = None, reward_model: Any = None, margins: tuple[np.ndarray, np.ndarray] | None = None,
+def train_modpo(config: MODPOConfig, pairs: Sequence[PreferencePair] | None = None, *, model: CausalLM | None = None,
+                tokenizer: Tokenizer | None = None, reward_model: Scorer | None = None,
+                margins: tuple[np.ndarray, np.ndarray] | None = None,
                 overwrite: bool = False) -> tuple[Any, dict[str, Any]]:
     """Train a policy with MODPO; returns (the trained plain model in eval mode, stats).
 
@@ -147,7 +152,7 @@ def sweep_directory(output_dir: str, weights: Sequence[float]) -> str:
 
 
 def train_modpo_sweep(config: MODPOConfig, pairs: Sequence[PreferencePair] | None = None, *,
-                      reward_model: Any = None, overwrite: bool = False) -> list[dict[str, Any]]:
+                      reward_model: Scorer | None = None, overwrite: bool = False) -> list[dict[str, Any]]:
     """Train one MODPO policy per weighting of config.sweep_weights (margins computed once); returns their stats.
 
     ``config.output_dir`` (holding one run folder per weighting) is checked first, as in `train_modpo`."""

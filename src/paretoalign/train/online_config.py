@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from paretoalign.errors import InputError
 from paretoalign.inference.sampling_params import SamplingParams
-from paretoalign.train.training_config import PolicyTrainingConfig, positive_int
+from paretoalign.train.training_config import PolicyTrainingConfig
+from paretoalign.validation import positive_int
 
 
 @dataclass

@@ -23,10 +23,10 @@ from safetensors.torch import load_file, save_file
 from paretoalign import __version__
 from paretoalign.atomic_io import atomic_directory, write_json_atomic
 from paretoalign.errors import InputError
+from paretoalign.output_paths import MERGE_RECORD_FILE as RECORD_FILE
 
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-RECORD_FILE = "merge_record.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", *PICKLE_SUFFIXES)
 ARCHITECTURE_KEYS = ("model_type", "architectures", "hidden_size", "n_embd", "d_model", "intermediate_size",

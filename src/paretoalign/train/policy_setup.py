@@ -18,7 +18,7 @@ import copy
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, TypeGuard
 
 import torch
 
@@ -26,11 +26,16 @@ from paretoalign.embed.models import load_causal_lm
 from paretoalign.errors import InputError
 from paretoalign.train.training_config import PolicyTrainingConfig
 
+if TYPE_CHECKING:
+    from peft import LoraConfig, PeftModel
+
+    from paretoalign.embed.protocols import CausalLM, Tokenizer
+
 ADAPTER = "default"
 PEFT_PREFIX = "base_model.model."
 
 
-def is_peft_model(model: Any) -> bool:
+def is_peft_model(model: object) -> TypeGuard[PeftModel]:
     """Whether `model` is a peft-wrapped model."""
     try:
         from peft import PeftModel
@@ -48,7 +53,7 @@ def training_device(config: PolicyTrainingConfig) -> torch.device:
     return PartialState().device
 
 
-def peft_model(model: Any, lora: Any) -> Any:
+def peft_model(model: CausalLM, lora: LoraConfig) -> PeftModel:
     """``peft.get_peft_model(model, lora)`` without its FutureWarning on transformers 5.
 
     peft 0.21.2 (the newest release) asks ``model.is_gradient_checkpointing``, which transformers 5.23 deprecated for
@@ -62,7 +67,7 @@ def peft_model(model: Any, lora: Any) -> Any:
         return get_peft_model(model, lora)
 
 
-def wrap_lora(model: Any, config: PolicyTrainingConfig) -> Any:
+def wrap_lora(model: CausalLM, config: PolicyTrainingConfig) -> PeftModel:
     """`model` with fresh LoRA adapters (seeded by config.seed); only the adapters train."""
     from peft import LoraConfig
 
@@ -72,8 +77,9 @@ def wrap_lora(model: Any, config: PolicyTrainingConfig) -> Any:
     return peft_model(model, lora)
 
 
-def load_policy_for_training(config: PolicyTrainingConfig, model: Any = None, tokenizer: Any = None, *,
-                             trainable_modules: Sequence[str] = ()) -> tuple[Any, Any]:
+def load_policy_for_training(config: PolicyTrainingConfig, model: CausalLM | None = None,
+                             tokenizer: Tokenizer | None = None, *,
+                             trainable_modules: Sequence[str] = ()) -> tuple[CausalLM, Tokenizer]:
     """(trainable policy, tokenizer) on the training device, LoRA-wrapped when config.lora, in eval mode.
 
     `trainable_modules`: names of top-level modules (e.g. a new reward head ``score``) trained in full even with
@@ -96,7 +102,7 @@ def load_policy_for_training(config: PolicyTrainingConfig, model: Any = None, to
     return model, tokenizer
 
 
-def load_frozen_model(ref: str, config: PolicyTrainingConfig, field: str) -> Any:
+def load_frozen_model(ref: str, config: PolicyTrainingConfig, field: str) -> CausalLM:
     """A frozen copy of model `ref` on the training device (errors name the config field)."""
     try:
         model, _ = load_causal_lm(ref, trust_remote_code=config.trust_remote_code)
@@ -105,14 +111,14 @@ def load_frozen_model(ref: str, config: PolicyTrainingConfig, field: str) -> Any
     return freeze(model.to(training_device(config)))
 
 
-def freeze(model: Any) -> Any:
+def freeze(model: CausalLM) -> CausalLM:
     """`model` in eval mode with every parameter frozen."""
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()
 
 
-def check_same_vocabulary(policy: Any, other: Any, field: str) -> None:
+def check_same_vocabulary(policy: CausalLM, other: CausalLM, field: str) -> None:
     """Raise InputError unless both models predict over the same vocabulary."""
     a = policy.get_output_embeddings().weight.shape[0]
     b = other.get_output_embeddings().weight.shape[0]
@@ -124,21 +130,22 @@ def check_same_vocabulary(policy: Any, other: Any, field: str) -> None:
 class Reference:
     """The frozen reference policy pi_ref: a separate model, or the LoRA policy with its adapters switched off."""
 
-    def __init__(self, model: Any = None, *, adapter_host: Any = None) -> None:
+    def __init__(self, model: CausalLM | None = None, *, adapter_host: PeftModel | None = None) -> None:
         if (model is None) == (adapter_host is None):
             raise ValueError("give exactly one of model / adapter_host")
         self.model = model
         self.adapter_host = adapter_host
 
     @contextmanager
-    def active(self) -> Iterator[Any]:
+    def active(self) -> Iterator[CausalLM]:
         """The module to call as the reference, inside a no-grad context."""
         switch = self.adapter_host.disable_adapter() if self.adapter_host is not None else nullcontext()
         with torch.no_grad(), switch:
             yield self.adapter_host if self.adapter_host is not None else self.model
 
 
-def build_reference(policy: Any, config: PolicyTrainingConfig, initial_model: Any = None) -> Reference:
+def build_reference(policy: CausalLM, config: PolicyTrainingConfig, initial_model: CausalLM | None = None
+                    ) -> Reference:
     """pi_ref for `policy`: config.reference when given, else the initial policy (shared when LoRA)."""
     if config.reference is not None:
         model = load_frozen_model(config.reference, config, "reference")
@@ -152,7 +159,7 @@ def build_reference(policy: Any, config: PolicyTrainingConfig, initial_model: An
     return Reference(initial_model.to(training_device(config)))
 
 
-def frozen_copy(model: Any) -> Any:
+def frozen_copy(model: CausalLM) -> CausalLM:
     """A frozen deep copy of a plain model (for the initial policy as reference, or an anchor)."""
     return freeze(copy.deepcopy(model))
 
@@ -162,7 +169,7 @@ def plain_name(name: str) -> str:
     return name[len(PEFT_PREFIX):] if name.startswith(PEFT_PREFIX) else name
 
 
-def trained_weight_names(model: Any) -> list[str]:
+def trained_weight_names(model: CausalLM) -> list[str]:
     """Plain names of the full-model weights training changes (LoRA-adapted weights, or every trainable one)."""
     if not is_peft_model(model):
         return [n for n, p in model.named_parameters() if p.requires_grad]
@@ -172,7 +179,7 @@ def trained_weight_names(model: Any) -> list[str]:
 
 
 @torch.no_grad()
-def effective_weights(model: Any) -> dict[str, torch.Tensor]:
+def effective_weights(model: CausalLM) -> dict[str, torch.Tensor]:
     """The full weights training changes, LoRA deltas merged in (detached copies), keyed by plain parameter name."""
     if not is_peft_model(model):
         return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -187,7 +194,7 @@ def effective_weights(model: Any) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def plain_state(model: Any) -> dict[str, torch.Tensor]:
+def plain_state(model: CausalLM) -> dict[str, torch.Tensor]:
     """The whole state dict of the plain model a policy computes with (LoRA merged), detached copies."""
     peft = is_peft_model(model)
     base = model.get_base_model() if peft else model
@@ -202,13 +209,13 @@ def plain_state(model: Any) -> dict[str, torch.Tensor]:
     return state
 
 
-def trainable_parameters(model: Any) -> dict[str, torch.nn.Parameter]:
+def trainable_parameters(model: CausalLM) -> dict[str, torch.nn.Parameter]:
     """The parameters the optimizer updates, by name (LoRA adapters, or every weight)."""
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
 @torch.no_grad()
-def load_plain_weights_(model: Any, weights: dict[str, torch.Tensor]) -> None:
+def load_plain_weights_(model: CausalLM, weights: dict[str, torch.Tensor]) -> None:
     """Copy `weights` (plain names) into a plain model's parameters in place."""
     params = dict(model.named_parameters())
     for name, tensor in weights.items():
@@ -217,7 +224,7 @@ def load_plain_weights_(model: Any, weights: dict[str, torch.Tensor]) -> None:
         params[name].copy_(tensor)
 
 
-def initial_copy(config: PolicyTrainingConfig, model: Any = None) -> Any:
+def initial_copy(config: PolicyTrainingConfig, model: CausalLM | None = None) -> CausalLM:
     """A frozen plain copy of the initial policy (call before LoRA wraps a passed-in model)."""
     if model is not None:
         return frozen_copy(model)

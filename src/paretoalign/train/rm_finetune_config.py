@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass, field
 
 from paretoalign.errors import InputError
-from paretoalign.train.training_config import PolicyTrainingConfig, positive_float, positive_int, unit_interval
+from paretoalign.train.training_config import PolicyTrainingConfig
+from paretoalign.validation import positive_float, positive_int, unit_interval
 
 RM_METHODS = ("bt_finetune", "grm")
 """The `train-rm` methods this config serves (`armo`, the default, is `ArmoRMConfig`)."""

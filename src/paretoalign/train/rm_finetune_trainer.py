@@ -65,6 +65,7 @@ from torch import nn
 
 from paretoalign.data.schema import Message, PreferencePair
 from paretoalign.errors import InputError
+from paretoalign.output_paths import CLASSIFIER_FORMAT, CLASSIFIER_INFO_FILE
 from paretoalign.train.dpo_trainer import batch_indices, dpo_loss, load_pairs, steps_for
 from paretoalign.train.policy_setup import Reference, build_reference, initial_copy, is_peft_model
 from paretoalign.train.rm_finetune_config import RMFinetuneConfig
@@ -76,8 +77,6 @@ HEAD = "score"
 SCALAR_LABEL = "reward"
 CLASSIFIER_DIR = "reward_model"
 """The saved sequence classifier inside a run directory."""
-CLASSIFIER_INFO_FILE = "paretoalign_rm_classifier.json"
-CLASSIFIER_FORMAT = "paretoalign-rm-classifier"
 VALIDATION_KEY = "rm-validation"
 """Salt of the validation slice's hash, so it is independent of the project's train/test split."""
 
@@ -179,12 +178,8 @@ def choose_pad_id(tokenizer: Tokenizer, rows: Sequence[Row]) -> int:
 def load_rm_pairs(config: RMFinetuneConfig) -> list[PreferencePair]:
     """The pairs `config` names (data file, sources config or the bundled pairs), one split side, max_pairs."""
     if config.sources is not None:
-        from paretoalign.data.sources import (
-            load_sources_config,
-            load_training_data,
-            restrict_to_split,
-            shared_data_config,
-        )
+        from paretoalign.data.bundled import shared_data_config
+        from paretoalign.data.sources import load_sources_config, load_training_data, restrict_to_split
 
         if config.sources == "shared":
             sources = shared_data_config(str(config.shared_dir))
@@ -628,12 +623,10 @@ def _train_step(run: TrainingRun, head: nn.Module, loss: RewardLoss, reference: 
 def _validate(run: TrainingRun, head: nn.Module, encoded: list[RMPair], labels: list[str], pad_id: int,
               batch_size: int) -> dict[str, Any]:
     """Pair accuracy (ties count 1/2) of the trained model on the validation slice, overall and per head."""
-    from paretoalign.eval.pairwise import pairwise_outcomes
-
     if not encoded:
         return {"pairs": 0, "accuracy": None}
     chosen, rejected = pair_rewards(run.policy, head, encoded, pad_id, batch_size)
-    outcomes = pairwise_outcomes(chosen, rejected)
+    outcomes = np.where(chosen > rejected, 1.0, np.where(chosen < rejected, 0.0, 0.5))  # as eval.pairwise counts
     out: dict[str, Any] = {"pairs": len(encoded), "accuracy": float(outcomes.mean()),
                            "reward_margin": float(np.mean(chosen - rejected))}
     if len(labels) > 1:

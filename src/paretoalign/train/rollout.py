@@ -13,17 +13,23 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from paretoalign.embed.chat_format import as_messages
 from paretoalign.errors import InputError
-from paretoalign.inference.policy import Policy, as_messages
+from paretoalign.inference.policy import Policy
 from paretoalign.inference.sampling_params import SamplingParams
 from paretoalign.train.sequences import Row, fit_row
+
+if TYPE_CHECKING:
+    from paretoalign.embed.protocols import CausalLM, Tokenizer
+    from paretoalign.rewards.protocols import Scorer
 
 
 @dataclass
@@ -43,8 +49,9 @@ def step_seed(seed: int, step: int, role: str) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def sample_responses(model: Any, tokenizer: Any, prompt_ids: Sequence[list[int]], prompt_indices: Sequence[int],
-                     n: int, params: SamplingParams, *, seed: int, step: int, role: str) -> list[list[Sample]]:
+def sample_responses(model: CausalLM, tokenizer: Tokenizer, prompt_ids: Sequence[list[int]],
+                     prompt_indices: Sequence[int], n: int, params: SamplingParams, *, seed: int, step: int,
+                     role: str) -> list[list[Sample]]:
     """n samples per prompt from `model` (no gradients), seeded by (seed, step, role)."""
     policy = Policy(model, tokenizer)
     params = dataclasses.replace(params, seed=step_seed(seed, step, role))
@@ -54,7 +61,7 @@ def sample_responses(model: Any, tokenizer: Any, prompt_ids: Sequence[list[int]]
              for c in group] for group in groups]
 
 
-def score_samples(reward_model: Any, prompts: Sequence[Any], samples: Sequence[Sample], weights: Any = None) -> None:
+def score_samples(reward_model: Scorer, prompts: Sequence[Any], samples: Sequence[Sample], weights: Any = None) -> None:
     """Set each sample's reward: the RM's score of (its prompt, its text) with `weights` (None: gating)."""
     if not samples:
         return
@@ -109,7 +116,8 @@ def load_prompts(path: str | None, max_prompts: int | None) -> list[list[dict[st
     return prompts
 
 
-def online_inputs(config: Any, prompts: Sequence[Any] | None, reward_model: Any) -> tuple[list[Any], Any]:
+def online_inputs(config: Any, prompts: Sequence[Any] | None, reward_model: Scorer | str | os.PathLike | None
+                  ) -> tuple[list[Any], Scorer]:
     """(prompts, loaded RM) of an online trainer: the given ones or the config's; weights checked against the RM."""
     from paretoalign.inference.best_of_n import load_reward_model
 

@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from paretoalign.atomic_io import atomic_directory, write_json_atomic
 from paretoalign.errors import InputError
+from paretoalign.output_paths import TRAINING_RECORD
 from paretoalign.train.checkpoint import (
     CHECKPOINT_DIR,
     Checkpoint,
@@ -47,9 +48,13 @@ from paretoalign.train.policy_setup import (
 from paretoalign.train.sequences import pad_token_id, reply_end_token_id
 from paretoalign.train.training_config import PolicyTrainingConfig
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from paretoalign.embed.protocols import CausalLM, Tokenizer
+
 POLICY_DIR = "policy"
 """The saved policy inside a run directory (what `paretoalign front` and `merge` read)."""
-TRAINING_RECORD = "training.json"
 
 
 @dataclass
@@ -58,11 +63,11 @@ class TrainingRun:
 
     method: str
     config: PolicyTrainingConfig
-    model: Any
-    """The module to run forward passes with gradients (accelerate-prepared)."""
-    policy: Any
+    model: torch.nn.Module
+    """The module to run forward passes with gradients (accelerate-prepared: possibly a wrapper of `policy`)."""
+    policy: CausalLM
     """The unwrapped policy (sampling, reference switch, effective weights, saving)."""
-    tokenizer: Any
+    tokenizer: Tokenizer
     optimizer: torch.optim.Optimizer
     accelerator: Any
     total_steps: int
@@ -139,8 +144,9 @@ def claim_run(method: str, config: PolicyTrainingConfig, *, overwrite: bool = Fa
         claim_run_dir(config.output_dir, method, overwrite=overwrite, inputs=config_input_paths(config))
 
 
-def start_run(method: str, config: PolicyTrainingConfig, total_steps: int, *, model: Any = None,
-              tokenizer: Any = None, overwrite: bool = False, trainable_modules: Sequence[str] = ()) -> TrainingRun:
+def start_run(method: str, config: PolicyTrainingConfig, total_steps: int, *, model: CausalLM | None = None,
+              tokenizer: Tokenizer | None = None, overwrite: bool = False, trainable_modules: Sequence[str] = ()
+              ) -> TrainingRun:
     """Load the policy, build AdamW, and restore ``output_dir/checkpoint`` when resuming.
 
     ``output_dir`` is checked first (`check_run_dir`) and claimed (`claim_run`) once the policy has loaded; with
@@ -198,12 +204,12 @@ def write_checkpoint(run: TrainingRun, *, method_state: dict[str, Any] | None = 
                     elapsed_s=time.perf_counter() - run.started)
 
 
-def merged_policy(policy: Any) -> Any:
+def merged_policy(policy: torch.nn.Module) -> torch.nn.Module:
     """A plain model with LoRA merged in (the peft wrapper is consumed), or the model itself."""
     return policy.merge_and_unload() if is_peft_model(policy) else policy
 
 
-def save_policy(model: Any, tokenizer: Any, directory: str | Path, record: dict[str, Any]) -> Path:
+def save_policy(model: PreTrainedModel, tokenizer: Tokenizer, directory: str | Path, record: dict[str, Any]) -> Path:
     """Write a plain causal LM (safetensors), its tokenizer and `record` to `directory` atomically."""
     from paretoalign.embed.models import no_progress_bars
 

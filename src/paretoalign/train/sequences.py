@@ -18,19 +18,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
-from paretoalign.embed.chat_format import conversation_text
+from paretoalign.embed.chat_format import PromptLike, conversation_text, eos_token_ids, prompt_token_ids
 from paretoalign.errors import InputError
-from paretoalign.inference.policy import PromptLike, eos_token_ids, prompt_token_ids
+
+if TYPE_CHECKING:
+    from paretoalign.embed.protocols import CausalLM, Tokenizer
 
 Row = tuple[list[int], int]
 """Token ids of prompt + response, and how many of them are prompt tokens."""
 
 
-def reply_end_token_id(tokenizer: Any, model: Any = None) -> int | None:
+def reply_end_token_id(tokenizer: Tokenizer, model: CausalLM | None = None) -> int | None:
     """The token that ends a reply: the chat template's end-of-turn token when it is an EOS token, else EOS."""
     eos = eos_token_ids(tokenizer, model)
     full, start = conversation_text(tokenizer, [{"role": "user", "content": "x"}], "y")
@@ -44,7 +46,7 @@ def reply_end_token_id(tokenizer: Any, model: Any = None) -> int | None:
     return min(eos) if eos else None
 
 
-def encode_pair(tokenizer: Any, prompt: PromptLike, response: str, max_length: int,
+def encode_pair(tokenizer: Tokenizer, prompt: PromptLike, response: str, max_length: int,
                 end_id: int | None) -> tuple[list[int], int, bool]:
     """(token ids, number of prompt tokens, whether anything was cut) of one prompt + response row."""
     prompt_ids = prompt_token_ids(tokenizer, prompt)
@@ -66,7 +68,7 @@ def fit_row(prompt_ids: Sequence[int], response_ids: Sequence[int], max_length: 
     return prompt + response, len(prompt), cut
 
 
-def pad_token_id(tokenizer: Any) -> int:
+def pad_token_id(tokenizer: Tokenizer) -> int:
     """The id used for padding: the tokenizer's pad token, else EOS, else 0."""
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
         if candidate is not None:
@@ -106,7 +108,7 @@ def collate_rows(rows: Sequence[Row], pad_id: int) -> RowBatch:
     return RowBatch(input_ids, attention, positions, response)
 
 
-def forward_logits(model: Any, batch: RowBatch) -> torch.Tensor:
+def forward_logits(model: CausalLM | torch.nn.Module, batch: RowBatch) -> torch.Tensor:
     """Logits (rows, length, vocab) of `model` on the batch."""
     batch = batch.to(next(model.parameters()).device)
     return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
@@ -133,7 +135,7 @@ def sequence_logprob_sums(logits: torch.Tensor, input_ids: torch.Tensor,
     return sums.index_add(0, row.to(token_logps.device), token_logps)
 
 
-def row_logprob_sums(model: Any, rows: Sequence[Row], pad_id: int) -> torch.Tensor:
+def row_logprob_sums(model: CausalLM | torch.nn.Module, rows: Sequence[Row], pad_id: int) -> torch.Tensor:
     """log pi(response | prompt) per encoded row, in one right-padded forward pass (gradients flow if enabled)."""
     batch = collate_rows(rows, pad_id)
     logits = forward_logits(model, batch)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from paretoalign.errors import InputError
+from paretoalign.validation import non_negative_float, positive_float, positive_int
 
 LORA_LEARNING_RATE = 5e-5
 """Default learning rate with LoRA adapters."""
@@ -79,8 +79,7 @@ class PolicyTrainingConfig:
                              field="reference")
         if self.learning_rate is not None:
             positive_float(self.learning_rate, "learning_rate")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise InputError(f"weight_decay must be >= 0, got {self.weight_decay}", field="weight_decay")
+        non_negative_float(self.weight_decay, "weight_decay")
         for name in ("max_steps", "micro_batch_size", "save_every"):
             if getattr(self, name) is not None:
                 positive_int(getattr(self, name), name)
@@ -100,25 +99,3 @@ class PolicyTrainingConfig:
         if self.learning_rate is not None:
             return float(self.learning_rate)
         return LORA_LEARNING_RATE if self.lora else FULL_FINETUNE_LEARNING_RATE
-
-
-def positive_float(value: float, name: str) -> None:
-    """Raise InputError unless `value` is a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise InputError(f"{name} must be a finite number > 0, got {value!r}", field=name)
-
-
-def positive_int(value: int, name: str) -> None:
-    """Raise InputError unless `value` is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name} must be an integer >= 1, got {value!r}", field=name)
-
-
-def unit_interval(value: float, name: str, *, open_low: bool = False, open_high: bool = False) -> None:
-    """Raise InputError unless `value` lies in [0, 1] (ends excluded as asked)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > 0 if open_low else value >= 0) and (value < 1 if open_high else value <= 1)
-    if not ok:
-        lo, hi = ("(" if open_low else "["), (")" if open_high else "]")
-        raise InputError(f"{name} must be in {lo}0, 1{hi}, got {value!r}", field=name)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from paretoalign.errors import InputError
 from paretoalign.train.online_config import OnlineTrainingConfig
-from paretoalign.train.training_config import positive_float, positive_int, unit_interval
+from paretoalign.validation import positive_float, positive_int, unit_interval
 
 
 @dataclass

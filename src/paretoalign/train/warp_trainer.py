@@ -13,6 +13,12 @@ Supports LoRA or full fine-tuning per run (runs differ by seed: LoRA initialisat
 several iterations, resume (a run already trained for max_steps is read back from its saved policy, a shorter one
 continues from its checkpoint), and saving θ_η over an η grid after the last iteration for the reward–KL front.
 
+Memory: one live model holds θ_init. Each run's result stays on disk (its saved policy, or, without an output
+directory, a temporary file of the weights it changed); SLERP and LITI stream over them one tensor at a time
+(`weight_ops.stream_slerp_liti_`), writing θ_slerp and the η grid straight to safetensors files and θ_next into the
+live model in place. A LoRA run on the CPU shares every weight it does not adapt with the live model (its policy and
+its EMA anchor own copies of the adapted ones only).
+
 Assumes temperature-1 sampling and an RM whose score is comparable across prompts only through the
 leave-one-out baseline (each prompt is its own baseline).
 """
@@ -21,24 +27,29 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from paretoalign.atomic_io import write_json_atomic
+from paretoalign.atomic_io import atomic_directory, write_json_atomic
+from paretoalign.embed.chat_format import encode_prompts
 from paretoalign.errors import InputError
-from paretoalign.inference.policy import encode_prompts
 from paretoalign.train.checkpoint import check_resumable, config_record, load_checkpoint
 from paretoalign.train.dpo_trainer import batch_indices
+from paretoalign.train.policy_files import WEIGHTS_FILE
 from paretoalign.train.policy_setup import (
     Reference,
     effective_weights,
+    freeze,
     initial_copy,
+    is_peft_model,
     load_plain_weights_,
-    plain_state,
     trained_weight_names,
+    training_device,
 )
 from paretoalign.train.rollout import (
     fit_prompts,
@@ -60,7 +71,7 @@ from paretoalign.train.run import (
 )
 from paretoalign.train.sequences import row_logprob_sums
 from paretoalign.train.warp_config import WARPConfig
-from paretoalign.train.weight_ops import ema_update_, liti, slerp
+from paretoalign.train.weight_ops import SafetensorsReader, SafetensorsWriter, ema_update_, stream_slerp_liti_
 
 
 def leave_one_out_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -87,20 +98,6 @@ def run_dir_of(config: WARPConfig, iteration: int, run: int) -> Path | None:
     return Path(config.output_dir) / f"iter{iteration}" / f"run{run}" if config.output_dir else None
 
 
-def saved_run_state(template: Any, directory: Path) -> dict[str, torch.Tensor]:
-    """The full state dict of a finished run's saved policy (tied weights filled in as the template ties them)."""
-    from paretoalign.train.policy_files import load_policy_state
-
-    model = copy.deepcopy(template)
-    result = model.load_state_dict(load_policy_state(directory)[0], strict=False)
-    pointers = {p.data_ptr() for n, p in model.state_dict().items() if n not in result.missing_keys}
-    untied = [k for k in result.missing_keys if model.state_dict()[k].data_ptr() not in pointers]
-    if result.unexpected_keys or untied:
-        raise InputError(f"saved run does not match the model (unexpected {result.unexpected_keys[:3]}, missing "
-                         f"{untied[:3]})", path=str(directory))
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
 def run_config(config: WARPConfig, iteration: int, index: int) -> tuple[WARPConfig, Path | None]:
     """(config, directory) of RL run `index` of iteration `iteration`: its own seed and output directory."""
     sub_dir = run_dir_of(config, iteration, index)
@@ -120,18 +117,67 @@ def finished_run(sub: WARPConfig, sub_dir: Path | None) -> bool:
     return checkpoint.step >= (sub.max_steps or 1)
 
 
+def copy_sharing(model: Any, own: Collection[str] = ()) -> Any:
+    """A deep copy of a plain model that shares every parameter with `model` except those named in `own`."""
+    owned = set(own)
+    memo = {id(p): p for n, p in model.named_parameters(remove_duplicate=False) if n not in owned}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        if n in owned:
+            memo.pop(id(p), None)  # a tied weight is owned when any of its names is
+    return copy.deepcopy(model, memo)
+
+
+def _own_adapted_weights_(policy: Any) -> None:
+    """Give each LoRA-adapted base weight of `policy` its own copy (merging LoRA in writes to them in place)."""
+    from peft.tuners.lora import LoraLayer
+
+    for module in policy.modules():
+        if isinstance(module, LoraLayer):
+            base = module.get_base_layer()
+            base.weight = torch.nn.Parameter(base.weight.detach().clone(), requires_grad=False)
+
+
+def _on_device(model: Any, device: torch.device) -> bool:
+    return all(p.device == device for p in model.parameters())
+
+
+def _spill(model: Any, names: Sequence[str], path: Path, name: str) -> SafetensorsReader:
+    """Write the tensors `names` of a plain model to `path`, one at a time; a partial reader of them."""
+    state = model.state_dict()
+    with SafetensorsWriter(path, [(n, state[n].dtype, tuple(state[n].shape)) for n in names]) as writer:
+        for n in names:
+            writer.write(n, state[n])
+    return SafetensorsReader([path], name=name, partial=True)
+
+
 def rl_run(config: WARPConfig, init_model: Any, tokenizer: Any, reward_model: Any, prompts: Sequence[Any],
-           iteration: int, index: int) -> dict[str, torch.Tensor]:
-    """One EMA-anchored REINFORCE run from `init_model`'s weights; returns the trained plain state dict."""
+           iteration: int, index: int, spill_dir: Path | None = None) -> SafetensorsReader:
+    """One EMA-anchored REINFORCE run from `init_model`'s weights; returns a reader of the trained weights.
+
+    The reader reads the saved policy (``run_dir/policy``), or, when nothing is saved, a file in `spill_dir` (a new
+    temporary folder if None: the caller should pass one it removes) holding the weights the run trained."""
     sub, sub_dir = run_config(config, iteration, index)
+    name = f"iteration {iteration} run {index}"
     if finished_run(sub, sub_dir):
-        return saved_run_state(init_model, sub_dir / POLICY_DIR)
-    policy_model = copy.deepcopy(init_model)
-    anchor = Reference(copy.deepcopy(init_model))
+        return SafetensorsReader.policy(sub_dir / POLICY_DIR, name=name)
+    share = sub.lora and _on_device(init_model, training_device(sub))
+    policy_model = copy_sharing(init_model) if share else copy.deepcopy(init_model)
     run = start_run(f"warp-i{iteration}-r{index}", sub, config.max_steps or 1, model=policy_model,
                     tokenizer=tokenizer)
+    del policy_model
+    trained_names = trained_weight_names(run.policy)
+    if share and is_peft_model(run.policy):
+        _own_adapted_weights_(run.policy)
+    # the EMA only moves the trained weights: the anchor shares the others with the live model (same device only)
+    anchor = Reference(copy_sharing(init_model, trained_names) if _on_device(init_model, run.device)
+                       else copy.deepcopy(init_model))
     if run.checkpoint is not None and "anchor" in run.checkpoint.tensor_groups:
-        load_plain_weights_(anchor.model, run.checkpoint.tensor_groups["anchor"])
+        saved = run.checkpoint.tensor_groups["anchor"]
+        foreign = [n for n in saved if n not in trained_names]
+        if foreign:  # the anchor shares every other weight with the live model: never write those
+            raise InputError(f"the checkpoint's anchor has weight {foreign[0]!r}, which this run does not train",
+                             path=str(sub_dir))
+        load_plain_weights_(anchor.model, saved)
     anchor.model.to(run.device)
     prompt_ids, _ = fit_prompts(encode_prompts(tokenizer, None, prompts, config.max_new_tokens), config.max_length,
                                 config.max_new_tokens)
@@ -175,13 +221,45 @@ def rl_run(config: WARPConfig, init_model: Any, tokenizer: Any, reward_model: An
             write_checkpoint(run, tensor_groups={"anchor": anchor_state()})
     write_checkpoint(run, tensor_groups={"anchor": anchor_state()})
     trained = finish_run(run, {"num_prompts": len(prompts), "iteration": iteration, "run": index})
-    return plain_state(trained)
+    if sub_dir is not None and run.accelerator.is_main_process:
+        return SafetensorsReader.policy(sub_dir / POLICY_DIR, name=name)
+    folder = Path(tempfile.mkdtemp(prefix="paretoalign-warp-")) if spill_dir is None else spill_dir
+    return _spill(trained, trained_names, folder / f"iter{iteration}-run{index}.safetensors", name)
 
 
-def _model_with(template: Any, state: dict[str, torch.Tensor]) -> Any:
-    model = copy.deepcopy(template)
-    model.load_state_dict(state)
-    return model
+@contextmanager
+def streamed_policy_dir(model: Any, tokenizer: Any, directory: Path, record: dict[str, Any]) -> Iterator[Path]:
+    """Write a policy directory as `save_policy` does, except its weights: yields the path of the weights file,
+    for the caller to stream; the directory appears (atomically) when the block succeeds."""
+    from paretoalign.embed.models import no_progress_bars
+
+    with atomic_directory(directory) as tmp:
+        with no_progress_bars():
+            model.save_pretrained(tmp, state_dict={})  # config.json and generation_config.json, no weights
+            tokenizer.save_pretrained(tmp)
+        write_json_atomic(tmp / TRAINING_RECORD, record)
+        yield tmp / WEIGHTS_FILE
+
+
+def merge_iteration_(config: WARPConfig, live: Any, tokenizer: Any, runs: Sequence[SafetensorsReader],
+                     iteration: int) -> dict[str, Any]:
+    """SLERP of the runs and LITI toward θ_init = `live`'s weights, streamed into `live` in place; with an output
+    directory, θ_slerp (and after the last iteration θ_η for each η of the grid) saved on the way. Returns the angle
+    summary of runs 0 and 1."""
+    lam = config.slerp_lambda if config.num_runs == 2 else None
+    with ExitStack() as stack:
+        outputs: dict[float | None, Path] = {}
+        if config.output_dir:
+            out = Path(config.output_dir)
+            base = {"method": "warp", "config": config_record(config), "iteration": iteration}
+            outputs[None] = stack.enter_context(streamed_policy_dir(live, tokenizer, out / f"iter{iteration}" / "slerp",
+                                                                    {**base, "what": "slerp"}))
+            if iteration == config.iterations - 1:
+                for dirname, eta in {f"eta-{eta:g}": eta for eta in config.eta_grid}.items():
+                    outputs[eta] = stack.enter_context(streamed_policy_dir(live, tokenizer, out / dirname,
+                                                                           {**base, "eta": eta, "what": "liti"}))
+        report = stream_slerp_liti_(live, runs, config.liti_eta, lam=lam, outputs=outputs)
+    return report["summary"]
 
 
 def train_warp(config: WARPConfig, prompts: Sequence[Any] | None = None, *, model: Any = None, tokenizer: Any = None,
@@ -191,45 +269,31 @@ def train_warp(config: WARPConfig, prompts: Sequence[Any] | None = None, *, mode
     ``config.output_dir``: missing, empty or a WARP run (resumed); any other folder only with `overwrite` (emptied,
     the run starts over). Checked before anything loads."""
     from paretoalign.embed.models import load_causal_lm
-    from paretoalign.train.weight_ops import merge_report
 
     check_run_dir("warp", config, overwrite=overwrite)
     prompts, reward_model = online_inputs(config, prompts, reward_model)
     if model is None:
-        model, tokenizer = load_causal_lm(config.model, trust_remote_code=config.trust_remote_code)
+        loaded, tokenizer = load_causal_lm(config.model, trust_remote_code=config.trust_remote_code)
+        live = freeze(loaded)  # loaded here, so no one else holds it: it becomes the live model itself
+        del loaded
     elif tokenizer is None:
         raise InputError("a model object needs its tokenizer: pass tokenizer=...", field="tokenizer")
-    template = initial_copy(config, model)
-    for p in template.parameters():
-        p.requires_grad_(False)
-    theta_init = {k: v.detach().clone() for k, v in template.state_dict().items()}
+    else:
+        live = initial_copy(config, model)  # the caller's model is never changed
     claim_run("warp", config, overwrite=overwrite)
     iterations = []
     retrained = False
-    for it in range(config.iterations):
-        init_model = _model_with(template, theta_init)
-        # once a run (re)trains, later iterations start from a new merge: their old checkpoints are stale
-        it_config = dataclasses.replace(config, resume=False) if retrained else config
-        retrained = retrained or not all(finished_run(*run_config(it_config, it, m)) for m in range(config.num_runs))
-        states = [rl_run(it_config, init_model, tokenizer, reward_model, prompts, it, m)
-                  for m in range(config.num_runs)]
-        lam = config.slerp_lambda if config.num_runs == 2 else None
-        theta_slerp = slerp(theta_init, states, lam)
-        summary = merge_report(theta_init, states[0], states[1])["summary"] if len(states) >= 2 else {}
-        theta_next = liti(theta_init, theta_slerp, config.liti_eta)
-        iterations.append({"iteration": it, "angle_summary": summary, "liti_eta": config.liti_eta})
-        if config.output_dir:
-            record = {"method": "warp", "config": config_record(config), "iteration": it, "what": "slerp"}
-            save_policy(_model_with(template, theta_slerp), tokenizer,
-                        Path(config.output_dir) / f"iter{it}" / "slerp", record)
-        if it == config.iterations - 1 and config.output_dir:
-            for eta in config.eta_grid:
-                record = {"method": "warp", "config": config_record(config), "iteration": it, "eta": eta,
-                          "what": "liti"}
-                save_policy(_model_with(template, liti(theta_init, theta_slerp, eta)), tokenizer,
-                            Path(config.output_dir) / f"eta-{eta:g}", record)
-        theta_init = theta_next
-    final = _model_with(template, theta_init)
+    with tempfile.TemporaryDirectory(prefix="paretoalign-warp-") as spill:
+        for it in range(config.iterations):
+            # once a run (re)trains, later iterations start from a new merge: their old checkpoints are stale
+            it_config = dataclasses.replace(config, resume=False) if retrained else config
+            retrained = retrained or not all(finished_run(*run_config(it_config, it, m))
+                                             for m in range(config.num_runs))
+            runs = [rl_run(it_config, live, tokenizer, reward_model, prompts, it, m, Path(spill))
+                    for m in range(config.num_runs)]
+            summary = merge_iteration_(config, live, tokenizer, runs, it)
+            iterations.append({"iteration": it, "angle_summary": summary, "liti_eta": config.liti_eta})
+    final = live
     stats = {"num_prompts": len(prompts), "iterations": iterations}
     if config.output_dir:
         record = {"method": "warp", "config": config_record(config), "stats": stats}

@@ -1,3 +1,5 @@
+import dataclasses
+import json
 import math
 
 import pytest
@@ -6,16 +8,14 @@ from transformers import AutoModelForCausalLM
 
 from paretoalign.data.schema import PreferencePair
 from paretoalign.errors import InputError
-from paretoalign.inference.guided_decoding import prompt_token_ids
-from paretoalign.rewards.genarm_config import GenARMConfig
-from paretoalign.rewards.genarm_trainer import (
-    encode_pair,
-    genarm_loss,
-    response_logprob_sums,
-    sequence_logprob_sums,
-    train_autoregressive_rm,
-)
+from paretoalign.inference.guided_decoding import prompt_token_ids, reward_guided_generate
+from paretoalign.inference.sampling_params import SamplingParams
+from paretoalign.train.checkpoint import load_checkpoint
+from paretoalign.train.genarm_config import GenARMConfig
+from paretoalign.train.genarm_trainer import genarm_loss, response_logprob_sums, train_autoregressive_rm
+from paretoalign.train.sequences import encode_pair, sequence_logprob_sums
 from tests.tiny import make_tiny_llama, make_tokenizer
+from tests.train.conftest import assert_same_weights, metric_rows, weights_of
 
 PAIRS = [
     PreferencePair([{"role": "user", "content": "How do I bake bread?"}],
@@ -194,3 +194,103 @@ def test_config_defaults_to_the_papers_lora_learning_rate():
 def test_training_without_pairs_raises_input_error(tokenizer):
     with pytest.raises(InputError):
         train_autoregressive_rm(_config(), [], model=make_tiny_llama(tokenizer), tokenizer=tokenizer)
+
+
+# ------------------------------------------------------------------ the shared loop: resume, metrics, records
+def _run(tokenizer, run_dir, **overrides):
+    config = _config(batch_size=2, output_dir=str(run_dir), **overrides)
+    model, stats = train_autoregressive_rm(config, PAIRS, model=make_tiny_llama(tokenizer, seed=0),
+                                           tokenizer=tokenizer)
+    return weights_of(model), stats
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_resumed_run_equals_an_uninterrupted_one(tokenizer, tmp_path, lora):
+    if lora:
+        pytest.importorskip("peft")
+    extra = {"lora": True, "lora_r": 4, "lora_target_modules": ["q_proj", "v_proj"]} if lora else {}
+    full, _ = _run(tokenizer, tmp_path / "full", max_steps=3, epochs=2, **extra)  # 2 steps per epoch: crosses it
+    short, _ = _run(tokenizer, tmp_path / "split", max_steps=1, epochs=2, **extra)
+    assert load_checkpoint(tmp_path / "split").step == 1
+    resumed, stats = _run(tokenizer, tmp_path / "split", max_steps=3, epochs=2, **extra)
+    assert_same_weights(full, resumed)
+    assert any(not torch.equal(short[k], full[k]) for k in full)
+    assert metric_rows(tmp_path / "full") == metric_rows(tmp_path / "split")
+    assert [s["step"] for s in stats["steps"]] == [1, 2, 3] and stats["num_steps"] == 3
+    a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "split")
+    assert a.step == b.step == 3
+    assert_same_weights(a.optimizer_tensors, b.optimizer_tensors)
+
+
+def test_metrics_jsonl_has_one_row_per_step(tokenizer, tmp_path):
+    _, stats = _run(tokenizer, tmp_path / "run", max_steps=3, epochs=2)
+    rows = metric_rows(tmp_path / "run")
+    assert [r["step"] for r in rows] == [1, 2, 3] and [r["epoch"] for r in rows] == [0, 0, 1]
+    for row in rows:
+        assert {"loss", "accuracy", "margin", "chosen_logp", "rejected_logp", "grad_norm"} <= set(row)
+        # -log sigmoid is convex, so the mean loss is at least the loss of the mean margin (Jensen)
+        assert row["loss"] >= math.log1p(math.exp(-row["margin"])) - 1e-6
+    assert [{k: v for k, v in s.items() if k != "elapsed_s"} for s in stats["steps"]] == rows
+
+
+def test_training_record_holds_the_config_and_resume_checks_it(tokenizer, tmp_path):
+    run_dir = tmp_path / "run"
+    config = _config(batch_size=2, max_steps=1, output_dir=str(run_dir))
+    train_autoregressive_rm(config, PAIRS, model=make_tiny_llama(tokenizer, seed=0), tokenizer=tokenizer)
+    expected = json.loads(json.dumps(dataclasses.asdict(config)))
+    for name in ("genarm_training.json", "training.json"):
+        record = json.loads((run_dir / name).read_text())
+        assert record["method"] == "genarm" and record["config"] == expected
+        assert record["stats"]["steps"] == 1 and record["stats"]["learning_rate"] == 5e-3
+    assert json.loads((run_dir / "checkpoint" / "state.json").read_text())["config"]["beta_r"] == 0.1
+    with pytest.raises(InputError) as err:
+        train_autoregressive_rm(dataclasses.replace(config, max_steps=2, beta_r=0.2), PAIRS,
+                                model=make_tiny_llama(tokenizer, seed=0), tokenizer=tokenizer)
+    assert err.value.field == "beta_r" and "resume=false" in str(err.value)
+
+
+def test_saved_lora_run_loads_as_a_plain_lm_that_guides_decoding(tokenizer, tmp_path):
+    pytest.importorskip("peft")
+    from paretoalign.embed.models import load_causal_lm
+
+    out = tmp_path / "arm"
+    trained, _ = train_autoregressive_rm(_config(max_steps=2, lora=True, lora_target_modules=["q_proj", "v_proj"],
+                                                 output_dir=str(out)), PAIRS,
+                                         model=make_tiny_llama(tokenizer, seed=0), tokenizer=tokenizer)
+    assert (out / "metrics.jsonl").is_file() and (out / "checkpoint" / "state.json").is_file()
+    assert not list(out.glob(".*"))  # no staging folder left behind
+    reward_lm, _ = load_causal_lm(str(out))
+    assert not any("lora" in name for name in reward_lm.state_dict())
+    assert torch.allclose(_pair_logps(reward_lm, tokenizer)[0], _pair_logps(trained, tokenizer)[0], atol=1e-5)
+    base = make_tiny_llama(tokenizer, seed=1)
+    results = reward_guided_generate(base, tokenizer, [(reward_lm, 0.5)], [PAIRS[0].prompt], n=2, beta=0.5,
+                                     params=SamplingParams(max_new_tokens=4, seed=3))
+    assert len(results) == 1 and len(results[0]) == 2
+    assert all(1 <= len(c.token_ids) <= 4 for c in results[0])
+
+
+def test_an_output_of_the_previous_trainer_is_replaced_and_a_user_folder_refused(tokenizer, tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "genarm_training.json").write_text("{}")
+    (old / "model.safetensors").write_text("stale")
+    _run(tokenizer, old, max_steps=1)
+    assert json.loads((old / "genarm_training.json").read_text())["method"] == "genarm"
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "thesis.txt").write_text("keep")
+    with pytest.raises(InputError, match="--overwrite"):
+        _run(tokenizer, user, max_steps=1)
+    assert (user / "thesis.txt").read_text() == "keep" and sorted(p.name for p in user.iterdir()) == ["thesis.txt"]
+
+
+def test_config_extends_the_shared_training_config():
+    from paretoalign.train.training_config import PolicyTrainingConfig
+
+    config = GenARMConfig()
+    assert isinstance(config, PolicyTrainingConfig)
+    assert (config.batch_size, config.lora, config.lora_r, config.lora_alpha, config.beta_r) == (32, False, 8, 16.0,
+                                                                                                  0.05)
+    with pytest.raises(InputError) as err:
+        GenARMConfig(reference="smollm2")
+    assert err.value.field == "reference"

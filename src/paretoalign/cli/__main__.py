@@ -1,0 +1,7 @@
+"""`python -m paretoalign.cli ...`: the `paretoalign` command."""
+
+import sys
+
+from paretoalign.cli import main
+
+sys.exit(main())
