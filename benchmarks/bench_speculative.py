@@ -14,6 +14,20 @@ reward, the fraction of Best-of-N's gain over a plain sample that is kept, token
 N = 4 and 16 (``--fresh 0`` skips them). Writes results.json, the per-prompt outputs and reward_vs_tokens.png into
 --output-dir.
 Run: ``.venv/bin/python benchmarks/bench_speculative.py --rm runs/rm-shared`` (about 40 minutes on 2 CPU cores).
+
+Issue 11 (Speculative Rejection without an answer where Best-of-N has one), SmolLM2 + the shipped RM, the first 4
+held-out prompts (seed 0), 160 new tokens, alpha 0.5 at 16/32/64/128 tokens, ``--rm default --prompts 4
+--max-new-tokens 160 --settings 0.5:16,32,64,128 --resume both --fresh 0`` (answered, tokens per prompt, wall):
+- N=4: Best-of-4 3/4, 474, 108 s; without resume (the old behaviour) 2/4, 174, 54 s; with resume 3/4 (the same
+  picks as Best-of-4), 334, 110 s — the prompt where none of the 4 samples finishes costs a full run to find out;
+- N=8 (``--n 8``): Best-of-8 4/4, 909; without resume 2/4, 303; with resume 4/4, 394 (14 candidates resumed),
+  reward 0.957 of Best-of-8 on the same prompts.
+Replayed offline on the Best-of-8 samples of the first 12 such prompts (same seeds, so the same candidates): no
+resume 6/12 answered; resuming every pruned candidate of a prompt together until one finishes 12/12 at 478 tokens
+per prompt (Best-of-8: 1012), mean reward 0.567 (Best-of-8: 0.595); resuming them one at a time in partial-score
+order gave the same reward at 469 tokens but 6.5x the sequential decoding steps (1699 vs 259), so they are resumed
+together; scoring partial responses without the RM's verbosity term answered 5/12 without resume (no better: at a
+decision point every live candidate has the same token count already), so partial scores stay the RM's score.
 """
 
 from __future__ import annotations

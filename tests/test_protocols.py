@@ -219,15 +219,6 @@ def test_score_rows_takes_either_reward_model(tokenizer):
 
 # ---------------------------------------------------------------- no `Any` on the public paths
 MODEL_NAMES = frozenset({"model", "tokenizer", "policy", "reward_model", "reference", "base", "rm"})
-_BUSY = "under other edits for issue 11 when the protocols came in"
-NOT_YET_ANNOTATED = {
-    "eval/policy_eval.py": _BUSY,
-    "inference/selection.py": _BUSY,
-    "inference/speculative.py": _BUSY,
-    "train/bond_trainer.py": _BUSY,
-    "train/warp_trainer.py": _BUSY,
-}
-"""Files (under src/paretoalign) that still type such parameters `Any`, and why; empty it as they are annotated."""
 
 
 def _is_any(annotation: ast.expr | None) -> bool:
@@ -302,7 +293,4 @@ def test_no_public_model_parameter_is_typed_any():
         found = any_typed_model_parameters(path.read_text(encoding="utf-8"))
         if found:
             offenders[path.relative_to(PACKAGE).as_posix()] = found
-    unexpected = {f: found for f, found in offenders.items() if f not in NOT_YET_ANNOTATED}
-    assert not unexpected, f"type these with the protocols (paretoalign.*.protocols), not Any: {unexpected}"
-    done = sorted(set(NOT_YET_ANNOTATED) - set(offenders))
-    assert not done, f"no Any left in {done}: remove them from NOT_YET_ANNOTATED"
+    assert not offenders, f"type these with the protocols (paretoalign.*.protocols), not Any: {offenders}"

@@ -35,6 +35,20 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def finishing_dir(tmp_path_factory, tiny_llama_dir):
+    """The tiny Llama with every other token id an EOS (its generation config), so most samples finish within a
+    few tokens and Best-of-N (finished samples only, like `paretoalign bon`) has a pick for every prompt."""
+    out = tmp_path_factory.mktemp("finishing") / "run"
+    shutil.copytree(tiny_llama_dir, out)
+    config = json.loads((out / "generation_config.json").read_text()) if (out / "generation_config.json").exists() \
+        else {}
+    vocab = json.loads((out / "config.json").read_text())["vocab_size"]
+    config["eos_token_id"] = list(range(0, vocab, 2))
+    (out / "generation_config.json").write_text(json.dumps(config))
+    return out
+
+
 def front_args(trained_dir, tiny_llama_dir, tmp_path, runs, *extra):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
     return ["front", "--runs", *map(str, runs), "--reference", str(tiny_llama_dir), "--reward-model",
@@ -42,8 +56,8 @@ def front_args(trained_dir, tiny_llama_dir, tmp_path, runs, *extra):
             "--samples-per-prompt", "2", "--max-new-tokens", "6", *extra]
 
 
-def test_front_end_to_end(trained_dir, tiny_llama_dir, perturbed_dir, tmp_path, capsys):
-    args = front_args(trained_dir, tiny_llama_dir, tmp_path, [tiny_llama_dir, perturbed_dir], "--names", "base",
+def test_front_end_to_end(trained_dir, finishing_dir, perturbed_dir, tmp_path, capsys):
+    args = front_args(trained_dir, finishing_dir, tmp_path, [finishing_dir, perturbed_dir], "--names", "base",
                       "noisy", "--bon", "2,4", "--weights", "helpfulness=1,verbosity=-0.5")
     assert main(args) == 0
     report = tmp_path / "report"
@@ -53,6 +67,7 @@ def test_front_end_to_end(trained_dir, tiny_llama_dir, perturbed_dir, tmp_path, 
     assert points["base"]["kl"] == 0.0  # the reference itself, saved as a run
     assert points["noisy"]["kl"] > 0.0 and not points["noisy"]["kl_is_bound"]
     assert points["best-of-4"]["kl"] == pytest.approx(bon_kl_bound(4)) and points["best-of-4"]["kl_is_bound"]
+    assert points["best-of-2"]["answered_fraction"] == points["best-of-4"]["answered_fraction"] == 1.0
     assert points["best-of-4"]["reward"] >= points["best-of-2"]["reward"]
     for p in points.values():
         assert set(p["objectives"]) == {"helpfulness", "harmlessness", "verbosity"}
@@ -62,7 +77,7 @@ def test_front_end_to_end(trained_dir, tiny_llama_dir, perturbed_dir, tmp_path, 
     assert meta["num_prompts"] == 3 and meta["prompts"].endswith("prompts.jsonl")
     assert meta["sampling_params"]["max_new_tokens"] == 6 and meta["weights"] == {"helpfulness": 1.0,
                                                                                     "verbosity": -0.5}
-    assert meta["reference"] == str(tiny_llama_dir) and meta["best_of_n"] == [2, 4]
+    assert meta["reference"] == str(finishing_dir) and meta["best_of_n"] == [2, 4]
     assert sorted(p.name for p in report.glob("*.png")) == [
         "objective_harmlessness_vs_helpfulness.png", "objective_harmlessness_vs_verbosity.png",
         "objective_helpfulness_vs_verbosity.png", "reward_vs_kl.png"]

@@ -6,15 +6,10 @@ import pytest
 
 from paretoalign.errors import InputError
 from paretoalign.inference.best_of_n import best_of_n
-from paretoalign.inference.engine import Candidate, CandidateGenerator, generate_candidates
+from paretoalign.inference.engine import CandidateGenerator, generate_candidates
 from paretoalign.inference.resume import resume_candidates
 from paretoalign.inference.sampling_params import SamplingParams
-from paretoalign.inference.speculative import (
-    default_decision_tokens,
-    resume_order,
-    speculative_rejection,
-    survivors,
-)
+from paretoalign.inference.speculative import default_decision_tokens, speculative_rejection, survivors
 
 PROMPTS = ["hello there", "How do I bake bread?", "explain why the fox jumps"]
 PARAMS = SamplingParams(max_new_tokens=24, seed=7)
@@ -144,13 +139,29 @@ def test_resume_refuses_candidates_that_were_not_cut(tiny_policy):
         resume_candidates(tiny_policy, ids, row[:1], [None], PARAMS)
 
 
-def test_resume_order_is_latest_cut_then_partial_score():
-    cands = [Candidate(0, j) for j in range(4)]
-    for c, cut in zip(cands, (16, 32, 32, 16), strict=True):
-        c.rejected_at = cut
-    partial = {id(c): s for c, s in zip(cands, (0.9, 0.1, 0.5, 0.2), strict=True)}
-    assert [c.index for c in resume_order(cands, partial, "best")] == [2, 1, 0, 3]
-    assert [c.index for c in resume_order(cands, partial, "worst")] == [1, 2, 3, 0]
+def test_resuming_until_one_finishes_cuts_the_others_of_that_prompt_again(tiny_policy):
+    ids = tiny_policy.encode_prompts(PROMPTS, PARAMS.max_new_tokens)
+    full = generate_candidates(tiny_policy, ids, 6, PARAMS)
+    gen = CandidateGenerator(tiny_policy, ids, 6, PARAMS)
+    gen.step(2)
+    cut = gen.active
+    generators = [c.generator for c in cut]
+    gen.prune([])
+    resume_candidates(tiny_policy, [ids[c.prompt_index] for c in cut], cut, generators, PARAMS,
+                      until_one_finishes=True)
+    cut_again = 0
+    for row_full, row in zip(full, gen.candidates, strict=True):
+        pairs = [(a, b) for a, b in zip(row_full, row, strict=True) if b in cut]
+        first = min((a.num_tokens for a, _ in pairs if a.finished), default=None)
+        for a, b in pairs:
+            assert a.token_ids[:b.num_tokens] == b.token_ids  # Best-of-N's sample, possibly cut short again
+            if first is None or a.num_tokens <= first:  # stopped on its own no later than the first finisher
+                assert (b.token_ids, b.finish_reason, b.rejected_at) == (a.token_ids, a.finish_reason, None)
+            else:
+                assert b.rejected_at == b.num_tokens == first and b.text == tiny_policy.decode(b.token_ids)
+                assert b.finish_reason is None and b.generator is None
+                cut_again += 1
+    assert cut_again > 0
 
 
 @pytest.mark.parametrize("max_new_tokens, points", [(8, [2, 4]), (12, [2, 4, 8])])
@@ -169,5 +180,10 @@ def test_speculative_answers_whenever_best_of_n_does(tiny_policy, max_new_tokens
         assert s.candidates[s.selected].candidate.finished
         assert s.stats["tokens_generated"] <= b.stats["tokens_generated"]
         for cs, cb in zip(s.candidates, b.candidates, strict=True):
-            if cs.candidate.rejected_at is None:  # complete (surviving or resumed): Best-of-N's sample
-                assert (cs.candidate.token_ids, cs.candidate.text) == (cb.candidate.token_ids, cb.candidate.text)
+            c = cs.candidate
+            if c.rejected_at is None:  # complete (surviving or resumed): Best-of-N's sample
+                assert (c.token_ids, c.text) == (cb.candidate.token_ids, cb.candidate.text)
+            else:  # its score is that of the text it was left with (cut again after a resume, or pruned)
+                assert c.token_ids == cb.candidate.token_ids[:c.num_tokens]
+                assert c.text == tiny_policy.decode(c.token_ids)
+                assert cs.score == rm.score([None], [c.text]).score[0]

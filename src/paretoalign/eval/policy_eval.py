@@ -30,7 +30,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,9 @@ from paretoalign.inference.policy import Policy
 from paretoalign.inference.sampling_params import SamplingParams
 from paretoalign.inference.selection import pick_indices
 from paretoalign.inference.statistics import bon_kl_bound, check_n
+
+if TYPE_CHECKING:
+    from paretoalign.rewards.protocols import Scorer
 
 KINDS = ("policy", "reference", "best_of_n")
 DEFAULT_BON_NS = (2, 4, 8, 16)
@@ -134,7 +137,7 @@ def _stderr_over_prompts(per_prompt: np.ndarray) -> float | None:
     return float(per_prompt.std(ddof=1) / math.sqrt(per_prompt.size))
 
 
-def _prepare(policy: Policy, reward_model: Any, prompts: Sequence[PromptLike], weights: Any,
+def _prepare(policy: Policy, reward_model: Scorer, prompts: Sequence[PromptLike], weights: Any,
              params: SamplingParams) -> tuple[list[list[Message]], list[list[int]]]:
     """Weights, prompts and context checked before anything is generated."""
     if hasattr(reward_model, "resolve_weights"):
@@ -143,7 +146,7 @@ def _prepare(policy: Policy, reward_model: Any, prompts: Sequence[PromptLike], w
     return messages, policy.encode_prompts(messages, params.max_new_tokens)
 
 
-def _draw(policy: Policy, reference: Policy | None, reward_model: Any, messages: list[list[Message]],
+def _draw(policy: Policy, reference: Policy | None, reward_model: Scorer, messages: list[list[Message]],
           prompt_ids: list[list[int]], m: int, params: SamplingParams, weights: Any, batch_rows: int) -> _Draws:
     """Sample m responses per prompt, score all of them and (with a reference) their summed log-ratios."""
     exact = sampler_is_policy(params)
@@ -208,7 +211,7 @@ def _kl_note(params: SamplingParams) -> str:
             f"top_p={params.top_p}), not from the policy itself")
 
 
-def evaluate_policy(policy: Policy, reference: Policy, reward_model: Any, prompts: Sequence[PromptLike], *,
+def evaluate_policy(policy: Policy, reference: Policy, reward_model: Scorer, prompts: Sequence[PromptLike], *,
                     samples_per_prompt: int = 4, params: SamplingParams | None = None, weights: Any = None,
                     name: str | None = None, source: str | None = None,
                     batch_rows: int = DEFAULT_BATCH_ROWS) -> FrontPoint:
@@ -230,7 +233,7 @@ def evaluate_policy(policy: Policy, reference: Policy, reward_model: Any, prompt
                   False, source if source is not None else policy.name, meta)
 
 
-def best_of_n_points(reference: Policy, reward_model: Any, prompts: Sequence[PromptLike],
+def best_of_n_points(reference: Policy, reward_model: Scorer, prompts: Sequence[PromptLike],
                      ns: Sequence[int] = DEFAULT_BON_NS, *, params: SamplingParams | None = None, weights: Any = None,
                      seed: int | None = None, samples_per_prompt: int = 1, name: str = "reference",
                      batch_rows: int = DEFAULT_BATCH_ROWS) -> list[FrontPoint]:

@@ -36,11 +36,13 @@ def _finish_reason(policy: Policy, c: Candidate, token: int, eos: frozenset[int]
 @torch.inference_mode()
 def resume_candidates(policy: Policy, prompt_ids: Sequence[Sequence[int]], candidates: Sequence[Candidate],
                       generators: Sequence[torch.Generator | None], params: SamplingParams, *,
-                      progress: Callable[[int], None] | None = None) -> int:
-    """Continue pruned `candidates` (prompt_ids[i] is candidate i's prompt) to EOS, a stop string or
-    max_new_tokens, in place; they are no longer rejected afterwards. Returns the tokens generated.
+                      until_one_finishes: bool = False, progress: Callable[[int], None] | None = None) -> int:
+    """Continue pruned `candidates` (prompt_ids[i] is candidate i's prompt) together, in place, to EOS, a stop
+    string or max_new_tokens; they are no longer rejected afterwards. Returns the tokens generated.
 
     generators[i] is the generator candidate i drew its tokens from (None only for greedy decoding).
+    `until_one_finishes`: once a candidate of a prompt finishes (EOS or stop string), the other resumed candidates
+    of that prompt are cut again where they are (``rejected_at`` = their new length, like a prune).
     """
     if not (len(prompt_ids) == len(candidates) == len(generators)):
         raise ValueError("one prompt and one generator per candidate")
@@ -78,6 +80,12 @@ def resume_candidates(policy: Policy, prompt_ids: Sequence[Sequence[int]], candi
             c.text = _cut_at_stop(text, params.stop) if reason == "stop" else text
             c.finish_reason, c.generator = reason, None
         generated += len(rows)
+        if until_one_finishes:
+            answered = {c.prompt_index for c in rows if c.finished}
+            for i in [i for i in keep if rows[i].prompt_index in answered]:
+                c = rows[i]
+                c.rejected_at, c.text, c.generator = c.num_tokens, policy.decode(c.token_ids), None
+            keep = [i for i in keep if rows[i].prompt_index not in answered]
         if progress is not None:
             progress(len(rows))
         if not keep:

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from paretoalign.data.schema import Message
 from paretoalign.errors import InputError
 from paretoalign.inference.engine import Candidate
+
+if TYPE_CHECKING:
+    from paretoalign.rewards.protocols import Scorer
 
 SELECT_MODES = ("best", "worst")
 
@@ -91,7 +94,7 @@ def pick_indices(scores: Any, finished: Any, select: str = "best") -> list[int |
     return [pick_index(list(row), list(done), select) for row, done in zip(scores, finished, strict=True)]
 
 
-def score_candidates(reward_model: Any, prompt: list[Message], texts: Sequence[str], weights: Any,
+def score_candidates(reward_model: Scorer, prompt: list[Message], texts: Sequence[str], weights: Any,
                      batch_size: int | None = None) -> tuple[np.ndarray, list[dict[str, float]]]:
     """Weighted scores and per-objective breakdowns of responses to one prompt, in one batched RM call."""
     out = reward_model.score([prompt] * len(texts), list(texts), weights=weights, batch_size=batch_size)

@@ -30,8 +30,9 @@ ranks responses to the same prompt.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -57,6 +58,10 @@ from paretoalign.train.rollout import (
 from paretoalign.train.run import TrainingRun, check_run_dir, finish_run, start_run, write_checkpoint
 from paretoalign.train.sequences import collate_rows, forward_logits, sequence_logprob_sums, token_kl
 from paretoalign.train.weight_ops import ema_update_
+
+if TYPE_CHECKING:
+    from paretoalign.embed.protocols import CausalLM, Tokenizer
+    from paretoalign.rewards.protocols import Scorer
 
 
 def jbond_reward(policy_rewards: torch.Tensor, anchor_rewards: torch.Tensor, penalty: float = math.log(16)
@@ -112,8 +117,9 @@ def _anchor_state(run: TrainingRun, anchor: Reference) -> dict[str, torch.Tensor
     return {name: params[name] for name in trained_weight_names(run.policy)}
 
 
-def train_bond(config: BONDConfig, prompts: Sequence[Any] | None = None, *, model: Any = None, tokenizer: Any = None,
-               reward_model: Any = None, overwrite: bool = False) -> tuple[Any, dict[str, Any]]:
+def train_bond(config: BONDConfig, prompts: Sequence[Any] | None = None, *, model: CausalLM | None = None,
+               tokenizer: Tokenizer | None = None, reward_model: Scorer | str | os.PathLike | None = None,
+               overwrite: bool = False) -> tuple[CausalLM, dict[str, Any]]:
     """Train a policy with J-BOND or BOND; returns (the trained plain model in eval mode, stats).
 
     ``config.output_dir``: missing, empty or a run of the same variant (resumed); any other folder only with

@@ -16,8 +16,8 @@ continues from its checkpoint), and saving θ_η over an η grid after the last 
 Memory: one live model holds θ_init. Each run's result stays on disk (its saved policy, or, without an output
 directory, a temporary file of the weights it changed); SLERP and LITI stream over them one tensor at a time
 (`weight_ops.stream_slerp_liti_`), writing θ_slerp and the η grid straight to safetensors files and θ_next into the
-live model in place. A LoRA run on the CPU shares every weight it does not adapt with the live model (its policy and
-its EMA anchor own copies of the adapted ones only).
+live model in place. A LoRA run whose live model is on the training device shares every weight it does not adapt
+with it (its policy and its EMA anchor own copies of the adapted ones only).
 
 Assumes temperature-1 sampling and an RM whose score is comparable across prompts only through the
 leave-one-out baseline (each prompt is its own baseline).
@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import tempfile
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -72,6 +73,10 @@ from paretoalign.train.run import (
 from paretoalign.train.sequences import row_logprob_sums
 from paretoalign.train.warp_config import WARPConfig
 from paretoalign.train.weight_ops import SafetensorsReader, SafetensorsWriter, ema_update_, stream_slerp_liti_
+
+if TYPE_CHECKING:
+    from paretoalign.embed.protocols import CausalLM, Tokenizer
+    from paretoalign.rewards.protocols import Scorer
 
 
 def leave_one_out_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -117,7 +122,7 @@ def finished_run(sub: WARPConfig, sub_dir: Path | None) -> bool:
     return checkpoint.step >= (sub.max_steps or 1)
 
 
-def copy_sharing(model: Any, own: Collection[str] = ()) -> Any:
+def copy_sharing(model: CausalLM, own: Collection[str] = ()) -> CausalLM:
     """A deep copy of a plain model that shares every parameter with `model` except those named in `own`."""
     owned = set(own)
     memo = {id(p): p for n, p in model.named_parameters(remove_duplicate=False) if n not in owned}
@@ -127,7 +132,7 @@ def copy_sharing(model: Any, own: Collection[str] = ()) -> Any:
     return copy.deepcopy(model, memo)
 
 
-def _own_adapted_weights_(policy: Any) -> None:
+def _own_adapted_weights_(policy: CausalLM) -> None:
     """Give each LoRA-adapted base weight of `policy` its own copy (merging LoRA in writes to them in place)."""
     from peft.tuners.lora import LoraLayer
 
@@ -137,11 +142,11 @@ def _own_adapted_weights_(policy: Any) -> None:
             base.weight = torch.nn.Parameter(base.weight.detach().clone(), requires_grad=False)
 
 
-def _on_device(model: Any, device: torch.device) -> bool:
+def _on_device(model: CausalLM, device: torch.device) -> bool:
     return all(p.device == device for p in model.parameters())
 
 
-def _spill(model: Any, names: Sequence[str], path: Path, name: str) -> SafetensorsReader:
+def _spill(model: CausalLM, names: Sequence[str], path: Path, name: str) -> SafetensorsReader:
     """Write the tensors `names` of a plain model to `path`, one at a time; a partial reader of them."""
     state = model.state_dict()
     with SafetensorsWriter(path, [(n, state[n].dtype, tuple(state[n].shape)) for n in names]) as writer:
@@ -150,7 +155,7 @@ def _spill(model: Any, names: Sequence[str], path: Path, name: str) -> Safetenso
     return SafetensorsReader([path], name=name, partial=True)
 
 
-def rl_run(config: WARPConfig, init_model: Any, tokenizer: Any, reward_model: Any, prompts: Sequence[Any],
+def rl_run(config: WARPConfig, init_model: CausalLM, tokenizer: Tokenizer, reward_model: Scorer, prompts: Sequence[Any],
            iteration: int, index: int, spill_dir: Path | None = None) -> SafetensorsReader:
     """One EMA-anchored REINFORCE run from `init_model`'s weights; returns a reader of the trained weights.
 
@@ -228,7 +233,8 @@ def rl_run(config: WARPConfig, init_model: Any, tokenizer: Any, reward_model: An
 
 
 @contextmanager
-def streamed_policy_dir(model: Any, tokenizer: Any, directory: Path, record: dict[str, Any]) -> Iterator[Path]:
+def streamed_policy_dir(model: CausalLM, tokenizer: Tokenizer, directory: Path,
+                        record: dict[str, Any]) -> Iterator[Path]:
     """Write a policy directory as `save_policy` does, except its weights: yields the path of the weights file,
     for the caller to stream; the directory appears (atomically) when the block succeeds."""
     from paretoalign.embed.models import no_progress_bars
@@ -241,7 +247,7 @@ def streamed_policy_dir(model: Any, tokenizer: Any, directory: Path, record: dic
         yield tmp / WEIGHTS_FILE
 
 
-def merge_iteration_(config: WARPConfig, live: Any, tokenizer: Any, runs: Sequence[SafetensorsReader],
+def merge_iteration_(config: WARPConfig, live: CausalLM, tokenizer: Tokenizer, runs: Sequence[SafetensorsReader],
                      iteration: int) -> dict[str, Any]:
     """SLERP of the runs and LITI toward θ_init = `live`'s weights, streamed into `live` in place; with an output
     directory, θ_slerp (and after the last iteration θ_η for each η of the grid) saved on the way. Returns the angle
@@ -262,8 +268,9 @@ def merge_iteration_(config: WARPConfig, live: Any, tokenizer: Any, runs: Sequen
     return report["summary"]
 
 
-def train_warp(config: WARPConfig, prompts: Sequence[Any] | None = None, *, model: Any = None, tokenizer: Any = None,
-               reward_model: Any = None, overwrite: bool = False) -> tuple[Any, dict[str, Any]]:
+def train_warp(config: WARPConfig, prompts: Sequence[Any] | None = None, *, model: CausalLM | None = None,
+               tokenizer: Tokenizer | None = None, reward_model: Scorer | str | os.PathLike | None = None,
+               overwrite: bool = False) -> tuple[CausalLM, dict[str, Any]]:
     """Run WARP; returns (the final LITI policy as a plain model, stats with per-iteration merge summaries).
 
     ``config.output_dir``: missing, empty or a WARP run (resumed); any other folder only with `overwrite` (emptied,

@@ -31,6 +31,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from paretoalign.errors import InputError
+from paretoalign.validation import unit_interval
 
 State = dict[str, torch.Tensor]
 CHUNK = 1 << 20
@@ -82,10 +83,7 @@ def _named(*states: Mapping[str, torch.Tensor]) -> dict[str, Mapping[str, torch.
 
 
 def _check_unit_interval(value: float, name: str, *, open_low: bool = False) -> None:
-    low_ok = value > 0 if open_low else value >= 0
-    if not (math.isfinite(value) and low_ok and value <= 1):
-        interval = "(0, 1]" if open_low else "[0, 1]"
-        raise InputError(f"{name} must be in {interval}, got {value}", field=name)
+    unit_interval(value, name, open_low=open_low)
 
 
 # ---------------------------------------------------------------- per-tensor arithmetic (in-memory and streamed)
