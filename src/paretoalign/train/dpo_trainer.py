@@ -16,7 +16,6 @@ followed by the reply-end token (`sequences.encode_pair`).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,7 +28,7 @@ from paretoalign.embed.chat_format import as_messages
 from paretoalign.errors import InputError
 from paretoalign.train.dpo_config import DPOConfig
 from paretoalign.train.policy_setup import build_reference, initial_copy
-from paretoalign.train.run import TrainingRun, check_run_dir, finish_run, start_run, write_checkpoint
+from paretoalign.train.run import TrainingRun, check_run_dir, finish_run, start_run, warn_cut_rows, write_checkpoint
 from paretoalign.train.sequences import Row, encode_pair, row_logprob_sums
 
 if TYPE_CHECKING:
@@ -135,11 +134,8 @@ def run_pairwise_training(method: str, config: DPOConfig, pairs: Sequence[Prefer
     reference = build_reference(run.policy, config, initial)
     encoded = encode_pairs(run.tokenizer, pairs, config.max_length, run.end_id)
     cut_rows = sum(p.truncated for p in encoded)
-    if cut_rows and run.accelerator.is_main_process:
-        cut_pairs = sum(p.truncated > 0 for p in encoded)
-        print(f"{method}: {cut_rows:,} of {2 * len(encoded):,} rows ({cut_pairs:,} of {len(encoded):,} pairs) are "
-              f"longer than max_length={config.max_length} tokens and were cut (prompt from the left first, then the "
-              "response from the right); raise max_length to keep more", file=sys.stderr)
+    warn_cut_rows(run, method, cut_rows, len(encoded),
+                  cut_pairs=sum(p.truncated > 0 for p in encoded))
     micro = config.micro_batch_size or config.batch_size
     for epoch, indices in batch_indices(len(encoded), config.batch_size, config.seed, run.step, total):
         mine = run.shard(indices)

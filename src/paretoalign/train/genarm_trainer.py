@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +37,7 @@ from paretoalign.inference.guided_decoding import Prompt
 from paretoalign.output_paths import GENARM_METHOD, GENARM_RECORD, RUN_MARKER
 from paretoalign.train.dpo_trainer import EncodedPair, batch_indices, encode_pairs, steps_for
 from paretoalign.train.genarm_config import GenARMConfig
-from paretoalign.train.run import TrainingRun, check_run_dir, finish_run, start_run, write_checkpoint
+from paretoalign.train.run import TrainingRun, check_run_dir, finish_run, start_run, warn_cut_rows, write_checkpoint
 from paretoalign.train.sequences import encode_pair, pad_token_id, reply_end_token_id, row_logprob_sums
 
 if TYPE_CHECKING:
@@ -141,10 +140,7 @@ def train_autoregressive_rm(config: GenARMConfig, pairs: Sequence[PreferencePair
     run = start_run(METHOD, config, total, model=model, tokenizer=tokenizer, overwrite=overwrite)
     encoded = encode_pairs(run.tokenizer, pairs, config.max_length, run.end_id)
     cut_rows = sum(p.truncated for p in encoded)
-    if cut_rows and run.accelerator.is_main_process:
-        print(f"{METHOD}: {cut_rows:,} of {2 * len(encoded):,} rows are longer than max_length={config.max_length} "
-              "tokens and were cut (prompt from the left first, then the response from the right); raise "
-              "max_length to keep more", file=sys.stderr)
+    warn_cut_rows(run, METHOD, cut_rows, len(encoded))
     micro = config.micro_batch_size or config.batch_size
     for epoch, indices in batch_indices(len(encoded), config.batch_size, config.seed, run.step, total):
         _train_step(run, encoded, indices, micro, config.beta_r, epoch)

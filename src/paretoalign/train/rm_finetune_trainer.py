@@ -69,7 +69,15 @@ from paretoalign.output_paths import CLASSIFIER_FORMAT, CLASSIFIER_INFO_FILE
 from paretoalign.train.dpo_trainer import batch_indices, dpo_loss, load_pairs, steps_for
 from paretoalign.train.policy_setup import Reference, build_reference, initial_copy, is_peft_model
 from paretoalign.train.rm_finetune_config import RMFinetuneConfig
-from paretoalign.train.run import TRAINING_RECORD, TrainingRun, check_run_dir, finish_run, start_run, write_checkpoint
+from paretoalign.train.run import (
+    TRAINING_RECORD,
+    TrainingRun,
+    check_run_dir,
+    finish_run,
+    start_run,
+    warn_cut_rows,
+    write_checkpoint,
+)
 from paretoalign.train.sequences import Row, RowBatch, collate_rows
 
 HEAD = "score"
@@ -568,10 +576,8 @@ def train_reward_finetune(config: RMFinetuneConfig, pairs: Sequence[PreferencePa
     reference = build_reference(run.policy, config, initial) if loss.needs_reference else None
     head = score_head(run.policy)
     cut_rows = sum(p.cut for p in encoded)
-    if cut_rows and run.accelerator.is_main_process:
-        print(f"{method}: {cut_rows:,} of {2 * len(encoded):,} rows are longer than max_length={config.max_length} "
-              "tokens and were cut (prompt from the left first, then the reply's first tokens); raise max_length to "
-              "keep more", file=sys.stderr)
+    warn_cut_rows(run, method, cut_rows, len(encoded),
+                  rule="prompt from the left first, then the reply's first tokens")
     micro = config.micro_batch_size or config.batch_size
     stopped_early = False
     for epoch, indices in batch_indices(len(encoded), config.batch_size, config.seed, run.step, total):

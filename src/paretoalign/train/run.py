@@ -126,6 +126,16 @@ class TrainingRun:
         return self.run_dir is not None and every is not None and self.step % every == 0 and not self.done
 
 
+def warn_cut_rows(run: TrainingRun, method: str, cut_rows: int, num_pairs: int, *, cut_pairs: int | None = None,
+                  rule: str = "prompt from the left first, then the response from the right") -> None:
+    """One stderr line (main process only) when pair rows were longer than max_length and were cut by `rule`."""
+    if not cut_rows or not run.accelerator.is_main_process:
+        return
+    pairs = "" if cut_pairs is None else f" ({cut_pairs:,} of {num_pairs:,} pairs)"
+    print(f"{method}: {cut_rows:,} of {2 * num_pairs:,} rows{pairs} are longer than max_length="
+          f"{run.config.max_length} tokens and were cut ({rule}); raise max_length to keep more", file=sys.stderr)
+
+
 def check_run_dir(method: str, config: PolicyTrainingConfig, *, overwrite: bool = False) -> None:
     """InputError, before any work, unless ``config.output_dir`` may hold a `method` run: missing, empty or a run of
     the same method (resumed), or any folder with `overwrite` (then replaced). See `paretoalign.output_paths`."""
