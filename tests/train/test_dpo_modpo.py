@@ -7,13 +7,14 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import paretoalign.train.dpo_trainer as dpo_trainer
+from paretoalign.embed.chat_format import pad_token_id
 from paretoalign.errors import InputError
 from paretoalign.train.dpo_config import DPOConfig
 from paretoalign.train.dpo_trainer import batch_indices, encode_pairs, steps_for, train_dpo
 from paretoalign.train.modpo_config import MODPOConfig
 from paretoalign.train.modpo_trainer import train_modpo
 from paretoalign.train.policy_files import load_policy_state
-from paretoalign.train.sequences import pad_token_id, reply_end_token_id, row_logprob_sums
+from paretoalign.train.sequences import reply_end_token_id, row_logprob_sums
 from tests.train.conftest import SMALL, fresh_policy, metric_rows, tiny_reward_model, toy_pairs, weights_of
 
 PAIRS = toy_pairs(4)

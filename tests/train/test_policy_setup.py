@@ -3,6 +3,7 @@ import copy
 import pytest
 import torch
 
+from paretoalign.embed.chat_format import pad_token_id
 from paretoalign.errors import InputError
 from paretoalign.train.dpo_config import DPOConfig
 from paretoalign.train.policy_setup import (
@@ -16,7 +17,7 @@ from paretoalign.train.policy_setup import (
     trained_weight_names,
     wrap_lora,
 )
-from paretoalign.train.sequences import pad_token_id, row_logprob_sums
+from paretoalign.train.sequences import row_logprob_sums
 from tests.tiny import make_tiny_llama, make_tokenizer
 from tests.train.conftest import SMALL, fresh_policy
 

@@ -1,13 +1,13 @@
 import pytest
 import torch
 
+from paretoalign.embed.chat_format import pad_token_id
 from paretoalign.errors import InputError
 from paretoalign.train.sequences import (
     collate_rows,
     encode_pair,
     fit_row,
     forward_logits,
-    pad_token_id,
     reply_end_token_id,
     row_logprob_sums,
     sequence_logprob_sums,

@@ -56,6 +56,14 @@ def eos_token_ids(tokenizer: Tokenizer, model: CausalLM | None = None) -> frozen
     return frozenset(ids)
 
 
+def pad_token_id(tokenizer: Tokenizer) -> int:
+    """The id used for padding (left-padded prompts, right-padded training rows): the pad token, else EOS, else 0."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
 def _render(tokenizer: Tokenizer, messages: list[Message]) -> str:
     if has_chat_template(tokenizer):
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

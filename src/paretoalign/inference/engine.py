@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import torch
 
+from paretoalign.embed.chat_format import pad_token_id
 from paretoalign.inference.logprobs import response_logprobs
 from paretoalign.inference.sampling_params import SamplingParams, candidate_seed, next_tokens
 from paretoalign.inference.shared_prefix import (
@@ -96,6 +97,29 @@ class Candidate:
 def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
     cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
     return text if cut < 0 else text[:cut]
+
+
+def stop_tail(params: SamplingParams) -> int:
+    """Tokens at the end of a response whose text is searched for a stop string after each new token."""
+    return max((len(s) for s in params.stop), default=0) + 8
+
+
+def finish_reason(policy: DecodingPolicy, c: Candidate, eos: frozenset[int], params: SamplingParams,
+                  tail: int) -> str | None:
+    """"eos", "stop" or "length" once `c`'s latest token ends it, else None (keep generating)."""
+    if c.token_ids[-1] in eos:
+        return "eos"
+    if params.stop and any(s in policy.decode(c.token_ids[-tail:]) for s in params.stop):
+        return "stop"
+    return "length" if c.num_tokens >= params.max_new_tokens else None
+
+
+def finish(policy: DecodingPolicy, c: Candidate, reason: str, stops: Sequence[str]) -> None:
+    """End `c` for `reason`: its text decoded from the whole token list (cut before a stop string)."""
+    c.finish_reason = reason
+    text = policy.decode(c.token_ids)
+    c.text = _cut_at_stop(text, stops) if reason == "stop" else text
+    c.generator = None
 
 
 class LogitsHook(Protocol):
@@ -226,7 +250,7 @@ class CandidateGenerator:
                              f"{getattr(policy.model.config, 'model_type', '?')!r}")
         self.shared_prefix = supported if shared_prefix is None else bool(shared_prefix)
         self.hook = hook
-        self._stop_tail = max((len(s) for s in params.stop), default=0) + 8
+        self._stop_tail = stop_tail(params)
         self._progress = progress
         self.steps = 0
         self.candidates: list[list[Candidate]] = []
@@ -276,16 +300,10 @@ class CandidateGenerator:
 
     @torch.inference_mode()
     def _prefill(self) -> None:
-        self._batch = KVBatch(self.policy.model, self.prompt_ids, self.n, self._pad_id(), self.shared_prefix)
+        self._batch = KVBatch(self.policy.model, self.prompt_ids, self.n, pad_token_id(self.policy.tokenizer),
+                              self.shared_prefix)
         if self.hook is not None:
             self.hook.prefill(self.prompt_ids, self.n)
-
-    def _pad_id(self) -> int:
-        tok = self.policy.tokenizer
-        for value in (tok.pad_token_id, tok.eos_token_id, 0):
-            if value is not None:
-                return int(value)
-        return 0
 
     def _select(self, keep: list[int]) -> None:
         """Keep only batch rows `keep` (positions in the current batch), in that order."""
@@ -297,18 +315,6 @@ class CandidateGenerator:
         if not keep:
             return
         self._batch.select(keep)
-
-    def _finish(self, c: Candidate, reason: str) -> None:
-        c.finish_reason = reason
-        text = self.policy.decode(c.token_ids)
-        c.text = _cut_at_stop(text, self.params.stop) if reason == "stop" else text
-        c.generator = None
-
-    def _hit_stop(self, c: Candidate) -> bool:
-        if not self.params.stop:
-            return False
-        tail = self.policy.decode(c.token_ids[-self._stop_tail:])
-        return any(s in tail for s in self.params.stop)
 
     def _sample(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(tokens, sampling log-probs, policy log-probs, hook log-probs or None) of the active rows' next tokens."""
@@ -342,14 +348,12 @@ class CandidateGenerator:
                 c.policy_logprobs.append(float(lp_policy[i]))
                 if lp_adjusted is not None:
                     c.adjusted_logprobs.append(float(lp_adjusted[i]))
-                if t in self._eos:
-                    self._finish(c, "eos")
-                elif self._hit_stop(c):
-                    self._finish(c, "stop")
-                elif self.steps >= self.params.max_new_tokens:
-                    self._finish(c, "length")
-                else:
+                # every active candidate has exactly `steps` tokens, so the length rule is the step budget
+                reason = finish_reason(self.policy, c, self._eos, self.params, self._stop_tail)
+                if reason is None:
                     keep.append(i)
+                else:
+                    finish(self.policy, c, reason, self.params.stop)
             if self._progress is not None:
                 self._progress(used + (used - len(keep)) * (self.params.max_new_tokens - self.steps))
             self._select(keep)

@@ -18,19 +18,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from paretoalign.inference.engine import Candidate, KVBatch, _cut_at_stop
+from paretoalign.embed.chat_format import pad_token_id
+from paretoalign.inference.engine import Candidate, KVBatch, finish, finish_reason, stop_tail
 from paretoalign.inference.policy import Policy
 from paretoalign.inference.sampling_params import SamplingParams, next_tokens
-
-
-def _finish_reason(policy: Policy, c: Candidate, token: int, eos: frozenset[int], params: SamplingParams,
-                   stop_tail: int) -> str | None:
-    """"eos", "stop", "length" or None (keep going) after `token` was appended to `c`."""
-    if token in eos:
-        return "eos"
-    if params.stop and any(s in policy.decode(c.token_ids[-stop_tail:]) for s in params.stop):
-        return "stop"
-    return "length" if c.num_tokens >= params.max_new_tokens else None
 
 
 @torch.inference_mode()
@@ -57,12 +48,10 @@ def resume_candidates(policy: Policy, prompt_ids: Sequence[Sequence[int]], candi
     for c, g in zip(rows, gens, strict=True):
         c.rejected_at, c.generator = None, g
     eos = policy.eos_token_ids
-    stop_tail = max((len(s) for s in params.stop), default=0) + 8
-    tok = policy.tokenizer
-    pad = next((int(v) for v in (tok.pad_token_id, tok.eos_token_id) if v is not None), 0)
+    tail = stop_tail(params)
     # one prefill of prompt + the tokens so far, one row per candidate; then one token per row and step
     batch = KVBatch(policy.model, [list(p) + list(c.token_ids) for p, c in zip(prompt_ids, rows, strict=True)], 1,
-                    pad, shared_prefix=False)
+                    pad_token_id(policy.tokenizer), shared_prefix=False)
     generated = 0
     while rows:
         tokens, lp_sample, lp_policy = next_tokens(batch.logits, params, gens)
@@ -72,13 +61,11 @@ def resume_candidates(policy: Policy, prompt_ids: Sequence[Sequence[int]], candi
             c.token_ids.append(t)
             c.logprobs.append(float(lp_sample[i]))
             c.policy_logprobs.append(float(lp_policy[i]))
-            reason = _finish_reason(policy, c, t, eos, params, stop_tail)
+            reason = finish_reason(policy, c, eos, params, tail)
             if reason is None:
                 keep.append(i)
-                continue
-            text = policy.decode(c.token_ids)  # the whole list: no seam at the resume point
-            c.text = _cut_at_stop(text, params.stop) if reason == "stop" else text
-            c.finish_reason, c.generator = reason, None
+            else:
+                finish(policy, c, reason, params.stop)  # decoded from the whole list: no seam at the resume point
         generated += len(rows)
         if until_one_finishes:
             answered = {c.prompt_index for c in rows if c.finished}

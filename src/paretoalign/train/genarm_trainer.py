@@ -32,13 +32,14 @@ import torch.nn.functional as F
 
 from paretoalign.atomic_io import atomic_directory, write_json_atomic
 from paretoalign.data.schema import PreferencePair
+from paretoalign.embed.chat_format import pad_token_id
 from paretoalign.errors import InputError
 from paretoalign.inference.guided_decoding import Prompt
 from paretoalign.output_paths import GENARM_METHOD, GENARM_RECORD, RUN_MARKER
 from paretoalign.train.dpo_trainer import EncodedPair, batch_indices, encode_pairs, steps_for
 from paretoalign.train.genarm_config import GenARMConfig
 from paretoalign.train.run import TrainingRun, check_run_dir, finish_run, start_run, warn_cut_rows, write_checkpoint
-from paretoalign.train.sequences import encode_pair, pad_token_id, reply_end_token_id, row_logprob_sums
+from paretoalign.train.sequences import encode_pair, reply_end_token_id, row_logprob_sums
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel

@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from paretoalign.data.schema import PreferencePair
-from paretoalign.embed.chat_format import as_messages
+from paretoalign.embed.chat_format import as_messages, pad_token_id
 from paretoalign.errors import InputError
 from paretoalign.train.dpo_trainer import encode_pairs, load_pairs, run_pairwise_training
 from paretoalign.train.modpo_config import MODPOConfig
 from paretoalign.train.run import check_run_dir, claim_run
-from paretoalign.train.sequences import pad_token_id, reply_end_token_id, row_logprob_sums
+from paretoalign.train.sequences import reply_end_token_id, row_logprob_sums
 
 if TYPE_CHECKING:
     from paretoalign.embed.protocols import CausalLM, Tokenizer

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from paretoalign.atomic_io import atomic_directory, write_json_atomic
+from paretoalign.embed.chat_format import pad_token_id
 from paretoalign.errors import InputError
 from paretoalign.output_paths import TRAINING_RECORD
 from paretoalign.train.checkpoint import (
@@ -45,7 +46,7 @@ from paretoalign.train.policy_setup import (
     trainable_parameters,
     training_device,
 )
-from paretoalign.train.sequences import pad_token_id, reply_end_token_id
+from paretoalign.train.sequences import reply_end_token_id
 from paretoalign.train.training_config import PolicyTrainingConfig
 
 if TYPE_CHECKING:

@@ -68,14 +68,6 @@ def fit_row(prompt_ids: Sequence[int], response_ids: Sequence[int], max_length: 
     return prompt + response, len(prompt), cut
 
 
-def pad_token_id(tokenizer: Tokenizer) -> int:
-    """The id used for padding: the tokenizer's pad token, else EOS, else 0."""
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if candidate is not None:
-            return int(candidate)
-    return 0
-
-
 @dataclass
 class RowBatch:
     """Right-padded rows ready for one forward pass."""
