@@ -21,14 +21,22 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/paretoalign demo
 
-test: setup
+# The tests also cover the [ray] extra (a local Ray cluster) and drive OpenRLHF's own remote-RM client against
+# `paretoalign serve` (OpenRLHF without its GPU dependencies: only its client code is imported).
+OPENRLHF_CLIENT := openrlhf==0.11.2 pylatexenc==2.10
+$(VENV)/.test-extras: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[dev,ray]"
+	$(BIN)/pip install -q --no-deps $(OPENRLHF_CLIENT)
+	touch $@
+
+test: setup $(VENV)/.test-extras
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest -q
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
-bench-setup: setup
+bench-setup: setup $(VENV)/.test-extras
 	$(BIN)/pip install -q -e ".[bench]"
 
 bench: bench-setup

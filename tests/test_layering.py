@@ -1,5 +1,5 @@
-"""The package's imports follow the data flow data → embed → rewards → inference → train → eval → report → cli, and
-no two modules import each other (directly or through others), counting imports inside functions too."""
+"""The package's imports follow the data flow data → embed → rewards → inference → train → eval → report → server →
+cli, and no two modules import each other (directly or through others), counting imports inside functions too."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "paretoalign"
-LAYERS = ("data", "embed", "rewards", "inference", "train", "eval", "report", "cli", "server")
-"""Upstream first: a module may import from its own layer and the layers before it."""
+LAYERS = ("data", "embed", "rewards", "inference", "train", "eval", "report", "server", "cli")
+"""Upstream first: a module may import from its own layer and the layers before it (cli, the entry point of
+everything, may start the server; the server never imports the command line)."""
 
 
 def _module_name(path: Path) -> str:

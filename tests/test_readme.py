@@ -37,8 +37,8 @@ RUN = (
     "dpo --output-dir runs/dpo ", "dpo --config examples/configs/dpo.yaml",
 )
 """Prefixes (after ``.venv/bin/paretoalign``) of the commands that run for real; the rest are parsed only."""
-NOT_RUN = ("sources=shared", "--shared-heldout")
-"""Commands that need ../shared/data are parsed only, even when a prefix above matches."""
+NOT_RUN = ("sources=shared", "--shared-heldout", "--engine ray", "embed_engine=ray")
+"""Commands that need ../shared/data or a Ray cluster are parsed only, even when a prefix above matches."""
 
 
 def blocks() -> list[tuple[str, str, int]]:

@@ -28,7 +28,7 @@ def option_names(parser: argparse.ArgumentParser) -> list[str]:
 def test_every_registered_command_is_a_subcommand_in_registry_order_and_runs_its_function():
     commands = subcommands(build_parser())
     assert list(commands) == [c.name for c in COMMANDS]
-    assert len(COMMANDS) == 15 and len({c.name for c in COMMANDS}) == 15
+    assert len(COMMANDS) == 16 and len({c.name for c in COMMANDS}) == 16
     for c in COMMANDS:
         defaults = commands[c.name]._defaults
         assert defaults["func"] is c.func, c.name

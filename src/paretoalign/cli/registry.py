@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from paretoalign.cli import inference, report, rm, train
-from paretoalign.cli.args import positive_float, positive_int, probability, unit_fraction
+from paretoalign.cli import inference, report, rm, serve, train
+from paretoalign.cli.args import non_negative_float, positive_float, positive_int, probability, unit_fraction
 from paretoalign.cli.flags import (
     BATCH_ROWS,
     DEBUG,
@@ -31,6 +32,7 @@ from paretoalign.cli.flags import (
     trust_remote_code,
 )
 from paretoalign.cli.help import HelpParser
+from paretoalign.server.config import ENGINES, ServeConfig, flag_name
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,37 @@ class Command:
     """The command writes an output folder: it takes --overwrite."""
     defaults: Mapping[str, Any] = field(default_factory=dict)
     """Further attributes of the parsed arguments (e.g. the method of a policy trainer)."""
+
+
+def _serve_flag(name: str, **options: Any) -> Flag:
+    """The flag of ServeConfig field `name`: its help text and default come from the field."""
+    spec = {f.name: f for f in dataclasses.fields(ServeConfig)}[name]
+    text = spec.metadata["help"]
+    if spec.default not in (None, False, ()) and options.get("action") is None:
+        text += " Default: %(default)s."
+        options.setdefault("default", spec.default)
+    return flag(flag_name(name), help=text, **options)
+
+
+SERVE_FLAGS = (
+    _serve_flag("model", metavar="DIR|default"), _serve_flag("policy"),
+    _serve_flag("host"), _serve_flag("port", type=int), _serve_flag("api_key_file", metavar="FILE"),
+    _serve_flag("query_template", metavar="NAME|DIR"),
+    _serve_flag("max_batch_rows", type=positive_int, metavar="N"),
+    _serve_flag("max_batch_tokens", type=positive_int, metavar="N"),
+    _serve_flag("max_wait_ms", type=non_negative_float, metavar="MS"),
+    _serve_flag("batch_size", type=positive_int, metavar="N"), _serve_flag("exact", action="store_true"),
+    _serve_flag("max_items", type=positive_int, metavar="N"),
+    _serve_flag("max_text_chars", type=positive_int, metavar="N"),
+    _serve_flag("max_body_bytes", type=positive_int, metavar="N"),
+    _serve_flag("cors_origins", action="append", metavar="ORIGIN", dest="cors_origin"),
+    _serve_flag("max_n", type=positive_int, metavar="N"), _serve_flag("max_new_tokens", type=positive_int, metavar="N"),
+    _serve_flag("engine", choices=list(ENGINES)), _serve_flag("replicas", type=positive_int, metavar="N"),
+    _serve_flag("ray_address", metavar="ADDR"),
+    _serve_flag("graceful_timeout_s", type=non_negative_float, metavar="S"),
+    _serve_flag("trust_remote_code", action="store_true"),
+)
+"""`serve`: one flag per ServeConfig field."""
 
 
 def _policy_trainer(method: str, text: str) -> Command:
@@ -91,7 +124,16 @@ COMMANDS: tuple[Command, ...] = (
                flag("--output", required=True, help="JSONL output (written atomically)."),
                WEIGHTS.but(help="Fixed objective weights name=value,... replacing the gating (a classifier: "
                                 "label=weight,... replacing the mean of its logits)."),
-               flag("--batch-size", type=positive_int, help="Embedding batch size."), QUIET)),
+               flag("--batch-size", type=positive_int, help="Embedding batch size."),
+               flag("--engine", choices=["local", "ray"], default="local",
+                    help="local: score in this process (default); ray: split the rows over Ray workers, each loading "
+                         "the model once (the [ray] extra; same scores, same output)."),
+               flag("--num-workers", type=positive_int, default=2,
+                    help="--engine ray: the Ray workers scoring in parallel (default %(default)s)."),
+               flag("--ray-address", metavar="ADDR",
+                    help="--engine ray: the cluster to join (`auto`, or HEAD:6379 after `ray start --head`); "
+                         "default: start a local Ray for this run."),
+               QUIET)),
     Command(
         "eval-rm", "Pairwise accuracy of a reward model, RewardBench-style.", rm.cmd_eval_rm,
         description="Accuracy per dataset/subset with bootstrap 95% intervals for the final score, each objective, "
@@ -229,6 +271,14 @@ COMMANDS: tuple[Command, ...] = (
                flag("--retrain", action="store_true",
                     help="With --output-dir: train again even if it already holds a reward model."),
                flag("--skip-bon", action="store_true", help="Skip the Best-of-4 sampling with the default policy."))),
+    Command(
+        "serve", "Serve the reward model (and optionally a policy) over HTTP, with a web explorer.", serve.cmd_serve,
+        description="Endpoints: POST /v1/rewards, /get_reward (OpenRLHF), /classify and /score (vLLM shapes), "
+                    "/v1/best-of-n (with --policy); GET /health, /v1/models, /metrics, and the explorer page at /. "
+                    "Concurrent requests are micro-batched onto the reward model. Listens on 127.0.0.1 unless "
+                    "--host says otherwise (which needs --api-key-file). SIGTERM / Ctrl-C: the requests in flight "
+                    "finish, then the server exits 0.",
+        flags=SERVE_FLAGS),
 )
 """The commands, in the order `paretoalign --help` lists them."""
 

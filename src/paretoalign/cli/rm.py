@@ -122,9 +122,15 @@ def cmd_score(args: argparse.Namespace) -> int:
             prompts.append(prompt)
             responses.append(reply)
             slots.append(field)
-    model = load_cli_reward_model(args.model, "--model", args.trust_remote_code)
-    check_rm_weights(weights, model)
-    out = model.score(prompts, responses, weights=weights, batch_size=args.batch_size, progress=not args.quiet)
+    engine = args.engine
+    if engine == "ray":
+        out = _score_on_ray(args, prompts, responses, weights)
+    elif engine == "local":
+        model = load_cli_reward_model(args.model, "--model", args.trust_remote_code)
+        check_rm_weights(weights, model)
+        out = model.score(prompts, responses, weights=weights, batch_size=args.batch_size, progress=not args.quiet)
+    else:
+        raise InputError(f"unknown engine {engine!r}; choose local or ray", path="command line", field="--engine")
     scored = out.rows()
     results, k = [], 0
     for _, row, kind in rows:
@@ -145,6 +151,27 @@ def cmd_score(args: argparse.Namespace) -> int:
     write_jsonl_atomic(args.output, results)
     print(f"scored {len(results)} rows ({len(responses)} responses) -> {args.output}", file=sys.stderr)
     return 0
+
+
+SCORE_RAY_FLAGS = {"weights": "--weights", "num_workers": "--num-workers", "ray_address": "--ray-address",
+                   "engine": "--engine", "model": "--model", "batch_size": "--batch-size"}
+"""score_with_ray's field names as `score`'s flags (for its InputErrors)."""
+
+
+def _score_on_ray(args: argparse.Namespace, prompts: list, responses: list[str], weights: dict[str, float] | None):
+    """`score --engine ray`: the rows scored on --num-workers Ray actors (the same RewardOutput as the local path)."""
+    from paretoalign.rewards.ray_scoring import score_with_ray
+
+    try:
+        return score_with_ray(args.model, prompts, responses, weights=weights, batch_size=args.batch_size,
+                              num_workers=args.num_workers,
+                              trust_remote_code=args.trust_remote_code, ray_address=args.ray_address,
+                              progress=not args.quiet)
+    except InputError as exc:
+        if exc.field not in SCORE_RAY_FLAGS:
+            raise
+        raise InputError(exc.reason, path=exc.path or "command line", line=exc.line,
+                         field=SCORE_RAY_FLAGS[exc.field]) from None
 
 
 # ---------------------------------------------------------------- eval-rm

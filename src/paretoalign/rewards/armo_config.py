@@ -9,6 +9,7 @@ from paretoalign.errors import InputError
 
 BACKBONE_KINDS = ("auto", "causal_lm", "sentence_encoder")
 SPLITS = ("train", "test")
+EMBED_ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -44,6 +45,18 @@ class ArmoRMConfig:
                           "LMs, the encoder's own limit for sentence encoders."})
     batch_size: int | None = field(
         default=None, metadata={"help": "Embedding batch size (None: the backbone's measured default)."})
+    embed_engine: str = field(
+        default="local",
+        metadata={"help": "Where the rows missing from the embedding cache are embedded: 'local' (this process) or "
+                          "'ray' (embed_workers Ray actors, each loading the backbone; needs the ray extra). The "
+                          "features and the cache are the same either way."})
+    embed_workers: int = field(
+        default=2, metadata={"help": "Ray actors embedding in parallel with embed_engine=ray (one CPU each; one GPU "
+                                     "each on a cluster with a GPU per worker)."})
+    embed_ray_address: str | None = field(
+        default=None,
+        metadata={"help": "Ray cluster to join with embed_engine=ray ('auto' after `ray start`, or HEAD:6379); "
+                          "None: start a local Ray for the run."})
     embedding_cache: str | None = field(
         default="auto",
         metadata={"help": "Embedding cache: 'auto' = one SQLite file per backbone under <cache dir>/embeddings/, a "
@@ -119,6 +132,21 @@ class ArmoRMConfig:
             _int_at_least(self.max_length, 2, "max_length")
         if self.batch_size is not None:
             _int_at_least(self.batch_size, 1, "batch_size")
+        if self.embed_engine not in EMBED_ENGINES:
+            raise InputError(f"embed_engine must be one of {', '.join(EMBED_ENGINES)}, got {self.embed_engine!r}",
+                             field="embed_engine")
+        _int_at_least(self.embed_workers, 1, "embed_workers")
+        if self.embed_engine == "ray":
+            import importlib.util
+
+            from paretoalign.embed.ray_embed import RAY_HINT
+
+            if importlib.util.find_spec("ray") is None:
+                raise InputError(f"embed_engine=ray needs Ray: {RAY_HINT}", field="embed_engine")
+        if self.embed_ray_address is not None and (not isinstance(self.embed_ray_address, str)
+                                                   or not self.embed_ray_address.strip()):
+            raise InputError(f"embed_ray_address must be a non-empty address or null, got "
+                             f"{self.embed_ray_address!r}", field="embed_ray_address")
         if self.features not in (None, "auto") and (not isinstance(self.features, list) or not self.features
                                                     or len(set(self.features)) != len(self.features)):
             raise InputError(f"features must be 'auto', null or a non-empty list of distinct names, got "

@@ -143,12 +143,23 @@ def feature_columns(backbone: Backbone, names: list[str] | str | None, dim: int)
 
 
 def _embed_rows(backbone: Backbone, prompts: list[list[Message]], responses: list[str],
-                config: ArmoRMConfig) -> Features:
+                config: ArmoRMConfig, spec: dict[str, Any]) -> Features:
+    """Features of the rows through the embedding cache; with embed_engine=ray, Ray actors built from `spec` embed
+    the rows the cache lacks (the actors start only when some are missing)."""
     from paretoalign.embed.cached import embed_with_cache
 
     cache = embedding_cache_path(config.embedding_cache, backbone.fingerprint)
-    return embed_with_cache(backbone, prompts, responses, cache=cache, batch_size=config.batch_size,
-                            progress=config.progress)
+    if config.embed_engine != "ray":
+        return embed_with_cache(backbone, prompts, responses, cache=cache, batch_size=config.batch_size,
+                                progress=config.progress)
+    from paretoalign.embed.ray_embed import MAX_ROWS_PER_TASK, RayEmbedder
+
+    with RayEmbedder(spec, num_workers=config.embed_workers, trust_remote_code=config.trust_remote_code,
+                     ray_address=config.embed_ray_address, expected_fingerprint=backbone.fingerprint) as embedder:
+        # chunks of a few slices per worker: each chunk is committed to the cache before the next starts
+        return embed_with_cache(backbone, prompts, responses, cache=cache, batch_size=config.batch_size,
+                                progress=config.progress, embedder=embedder,
+                                chunk_size=2 * MAX_ROWS_PER_TASK * config.embed_workers)
 
 
 def fit_objective_heads(config: ArmoRMConfig, objectives: list[str], pairs: list[PreferencePair],
@@ -299,13 +310,16 @@ def train_reward_model(config: ArmoRMConfig, data=None, *, backbone: Backbone | 
         except Exception:  # an in-memory backbone without a reloadable reference
             spec = {"kind": "in_memory", "fingerprint": backbone.fingerprint}
 
+    if config.embed_engine == "ray" and spec.get("kind") == "in_memory":
+        raise InputError("embed_engine=ray loads the backbone on each Ray actor from its spec, and this in-memory "
+                         "backbone has none: use embed_engine=local", field="embed_engine")
     full_dim = int(backbone.feature_dim)
     keep = feature_columns(backbone, config.features, full_dim)  # a bad name fails before any embedding
     t_embed = time.perf_counter()
     n = len(pairs)
     prompts = [p.prompt for p in pairs] * 2 + [r.prompt for r in ratings]
     responses = [p.chosen for p in pairs] + [p.rejected for p in pairs] + [r.response for r in ratings]
-    feats = _embed_rows(backbone, prompts, responses, config)
+    feats = _embed_rows(backbone, prompts, responses, config, spec)
     embed_s = time.perf_counter() - t_embed
 
     t_fit = time.perf_counter()

@@ -74,6 +74,36 @@ class RewardOutput:
                  "verbosity_contribution": None if verbosity is None else float(verbosity[j])}
                 for j in range(len(self))]
 
+    def take(self, index: Sequence[int] | np.ndarray) -> RewardOutput:
+        """The rows at `index`, in that order (copies)."""
+        idx = np.asarray(index, dtype=np.intp).reshape(-1)
+        return RewardOutput(score=self.score[idx].copy(), objectives=self.objectives[idx].copy(),
+                            objectives_raw=self.objectives_raw[idx].copy(), gating=self.gating[idx].copy(),
+                            baseline=None if self.baseline is None else self.baseline[idx].copy(),
+                            objective_names=list(self.objective_names),
+                            verbosity_contribution=None if self.verbosity_contribution is None
+                            else self.verbosity_contribution[idx].copy())
+
+    def reweighted(self, w: np.ndarray, verbosity_objective: str | None) -> RewardOutput:
+        """What the model's `score(same rows, weights=w)` returns, bit for bit, given its `score(rows)` output.
+
+        `w` is the (k,) vector of `resolve_weights`; objectives, raw objectives and baseline do not depend on the
+        weights, so only the score (sum_i w_i r'_i), the gating (w on every row) and the verbosity term (w_v r'_v,
+        when `verbosity_objective` names one) are recomputed, with the same operations as the model's own scoring.
+        """
+        w = np.asarray(w, dtype=np.float64)
+        if w.shape != (len(self.objective_names),):
+            raise ValueError(f"w must have shape ({len(self.objective_names)},), got {w.shape}")
+        gating = np.broadcast_to(w, self.objectives.shape).copy()
+        verbosity = None
+        if verbosity_objective is not None:
+            v = self.objective_names.index(verbosity_objective)
+            verbosity = 1.0 * (gating[:, v] * self.objectives[:, v])  # the model's `scale * (...)` with scale 1.0
+        return RewardOutput(score=row_sum(self.objectives * w), objectives=self.objectives.copy(),
+                            objectives_raw=self.objectives_raw.copy(), gating=gating,
+                            baseline=None if self.baseline is None else self.baseline.copy(),
+                            objective_names=list(self.objective_names), verbosity_contribution=verbosity)
+
 
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
@@ -108,6 +138,44 @@ def check_score_inputs(prompts: Any, responses: Any) -> list[list[Message]]:
         if not isinstance(r, str):
             raise InputError(f"row {i}: a response is a string, got {type(r).__name__}", field="responses")
     return [as_prompt(p, i) for i, p in enumerate(prompts)]
+
+
+def resolve_weight_vector(weights: Weights, names: Sequence[str], *, field: str = "weights",
+                          path: str | None = None) -> np.ndarray | None:
+    """User weights as a (k,) float64 vector in the order of `names`; None stays None (the model's own combination).
+
+    A dict names objectives (the others get 0); a sequence gives one weight per objective in order. Unknown
+    names, a wrong length, non-finite values and all-zero weights raise InputError(field=field, path=path).
+    """
+    if weights is None:
+        return None
+    names = list(names)
+    if isinstance(weights, Mapping):
+        unknown = [str(key) for key in weights if key not in names]
+        if unknown:
+            raise InputError(f"unknown objective(s) {', '.join(map(repr, unknown))}; this model's objectives "
+                             f"are {', '.join(names)}", path=path, field=field)
+        try:
+            vec = np.array([float(weights.get(n, 0.0)) for n in names], dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"weights must be numbers: {exc}", path=path, field=field) from exc
+    elif isinstance(weights, (str, bytes)):
+        raise InputError("weights must be a {objective: weight} dict or a sequence of numbers, not a string",
+                         path=path, field=field)
+    else:
+        try:
+            vec = np.asarray(weights, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"weights must be numbers: {exc}", path=path, field=field) from exc
+        if vec.shape != (len(names),):
+            raise InputError(f"a weight vector needs {len(names)} values (one per objective: "
+                             f"{', '.join(names)}), got shape {vec.shape}", path=path, field=field)
+    if not np.all(np.isfinite(vec)):
+        raise InputError("weights must be finite numbers", path=path, field=field)
+    if not np.any(vec):
+        raise InputError("all weights are zero: name at least one objective with a non-zero weight",
+                         path=path, field=field)
+    return vec
 
 
 class RewardModel:
@@ -205,35 +273,7 @@ class RewardModel:
         A dict names objectives (the others get 0); a sequence gives one weight per objective in order. Unknown
         names, a wrong length, non-finite values and all-zero weights raise InputError(field="weights").
         """
-        if weights is None:
-            return None
-        names = self.objective_names
-        if isinstance(weights, Mapping):
-            unknown = [str(key) for key in weights if key not in names]
-            if unknown:
-                raise InputError(f"unknown objective(s) {', '.join(map(repr, unknown))}; this model's objectives "
-                                 f"are {', '.join(names)}", field="weights")
-            try:
-                vec = np.array([float(weights.get(n, 0.0)) for n in names], dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"weights must be numbers: {exc}", field="weights") from exc
-        elif isinstance(weights, (str, bytes)):
-            raise InputError("weights must be a {objective: weight} dict or a sequence of numbers, not a string",
-                             field="weights")
-        else:
-            try:
-                vec = np.asarray(weights, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"weights must be numbers: {exc}", field="weights") from exc
-            if vec.shape != (len(names),):
-                raise InputError(f"a weight vector needs {len(names)} values (one per objective: "
-                                 f"{', '.join(names)}), got shape {vec.shape}", field="weights")
-        if not np.all(np.isfinite(vec)):
-            raise InputError("weights must be finite numbers", field="weights")
-        if not np.any(vec):
-            raise InputError("all weights are zero: name at least one objective with a non-zero weight",
-                             field="weights")
-        return vec
+        return resolve_weight_vector(weights, self.objective_names)
 
     def linear_score_vector(self, weights: Weights) -> np.ndarray:
         """u (d,) float64 with u . h(x, y) == score(x, y) under fixed user `weights`: u = w^T T W."""
