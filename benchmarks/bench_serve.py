@@ -8,10 +8,11 @@ Same held-out rows, same model, same client code:
       FastAPI's thread pool runs the requests in parallel), in its own uvicorn process, hit by the same 64 clients.
 
 Reports rows/s, the ratios (a)/(b) and (a)/(c), p50/p99 request latency, each the median of --repeats runs, and
-checks that (a)'s scores equal this process's `model.score` of the same rows within 1e-6 (with --exact-check also a
-`serve --exact` run against `model.score(batch_size=1)`, bit for bit). Rows: the project's held-out ("test") side
-of the HH-RLHF test file in ../shared/data (chosen replies; --short: only single-turn rows with short replies), or
---data FILE.jsonl with the same schema. --serve-args adds `paretoalign serve` flags for (a) and (b).
+checks that (a)'s scores equal this process's `model.score` of the same rows within 1e-6 * max(1, |score|) (with
+--exact-check also a `serve --exact` run against `model.score(batch_size=1)`, bit for bit). Rows: the project's
+held-out ("test") side of the HH-RLHF test file in ../shared/data (chosen replies; --short: only single-turn rows
+with short replies), or --data FILE.jsonl with the same schema. --serve-args adds `paretoalign serve` flags for (a)
+and (b).
 
     nice python benchmarks/bench_serve.py [--rows 256] [--clients 64] [--repeats 3] [--short]
         [--serve-args "--batch-size 8"] [--exact-check]
@@ -185,8 +186,10 @@ def max_abs_diff(got: Sequence[float | None], want: np.ndarray) -> float:
 
 
 def wrong_rows(got: Sequence[float | None], want: np.ndarray, tolerance: float = TOLERANCE) -> int:
-    """Rows whose score is missing or further than `tolerance` from the in-process one."""
-    return sum(1 for g, w in zip(got, want, strict=True) if g is None or abs(g - float(w)) > tolerance)
+    """Rows whose score is missing or further than `tolerance` * max(1, |score|) from the in-process one (float32
+    features: batch composition moves the last bits, relative to the score's size)."""
+    return sum(1 for g, w in zip(got, want, strict=True)
+               if g is None or abs(g - float(w)) > tolerance * max(1.0, abs(float(w))))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -288,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "modes": summary, "ratio_a_over_b": round(a / b, 3), "ratio_a_over_c": round(a / c, 3),
         "target_a_over_b": 4.0,
         "a_rows_per_batch": [r.get("rows_per_batch") for r in results["a_batched_concurrent"]],
-        "a_max_abs_diff_vs_in_process": max(diffs), "a_within_tolerance": max(diffs) <= TOLERANCE,
+        "a_max_abs_diff_vs_in_process": max(diffs), "a_within_tolerance": not any(r["rows_off_by_more_than_tolerance"]
+                                               for r in results["a_batched_concurrent"]),
         "tolerance": TOLERANCE, "exact_check": exact,
         "c_max_abs_diff_vs_in_process": max(r["max_abs_diff_vs_in_process"] for r in results["c_naive_concurrent"]),
         "c_rows_off_by_more_than_tolerance": [r["rows_off_by_more_than_tolerance"]

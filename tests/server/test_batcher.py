@@ -428,12 +428,13 @@ def test_default_rm_batched_results_match_scoring_alone():
         assert_same(out, model.score(prompts, responses, weights=weights, batch_size=1))
     batched, rec = run(score_all(None))
     assert len(rec.calls) < len(requests)
-    # Other companions pad the float32 embeddings differently: the results differ by float32 rounding, 1e-6 of
-    # the size of what is summed (the terms s g_i r'_i or w_i r'_i of the score, each r'_i), and no more.
+    # Other companions pad the float32 embeddings differently: the results differ by float32 rounding (seen: up
+    # to ~1e-6 of the size of what is summed -- the terms s g_i r'_i or w_i r'_i of the score, each r'_i; r'_i
+    # itself sums ~770 products, so its error does not shrink with it), bounded here at 1e-5 of that size.
     for (prompts, responses, weights), out in zip(requests, batched, strict=True):
         alone = model.score(prompts, responses, weights=weights)
         scale = model.scale if weights is None else 1.0
         terms = np.maximum(1.0, scale * np.abs(alone.gating * alone.objectives).sum(axis=1))
-        assert np.all(np.abs(out.score - alone.score) <= 1e-6 * terms)
-        assert np.all(np.abs(out.objectives - alone.objectives) <= 1e-6 * np.maximum(1.0, np.abs(alone.objectives)))
+        assert np.all(np.abs(out.score - alone.score) <= 1e-5 * terms)
+        assert np.all(np.abs(out.objectives - alone.objectives) <= 1e-5 * np.maximum(1.0, np.abs(alone.objectives)))
         assert np.array_equal(out.gating, alone.gating) or weights is None

@@ -3,6 +3,9 @@
 h(x, y) is the base model's ``last_hidden_state`` (after the final norm) at the last token of
 `conversation_text(prompt, response)`; h(x) is the hidden state at the last token of the prompt part (the
 generation prompt) in the same pass. Causal attention makes it identical to a separate prompt-only pass.
+
+One backbone may be shared by threads: `embed` holds a per-instance lock (a fast tokenizer's truncation/padding
+state is shared and rewritten per call, and `truncation_stats` describes the last call), so calls run one at a time.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import hashlib
 import inspect
 import json
 import os
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -109,6 +113,7 @@ class CausalLMBackbone:
             raise InputError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
         if padding_side not in ("left", "right"):
             raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}", field="padding_side")
+        self._lock = threading.Lock()
         self.max_length = int(max_length)
         self.batch_size = int(batch_size)
         self.padding_side = padding_side
@@ -155,6 +160,15 @@ class CausalLMBackbone:
         params = inspect.signature(self.model.forward).parameters
         self._takes_position_ids = "position_ids" in params
         self._takes_use_cache = "use_cache" in params
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)  # a lock cannot be copied or pickled; a copy gets its own
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ identity
 
@@ -238,9 +252,14 @@ class CausalLMBackbone:
 
     def embed(self, prompts: Sequence[list[Message]], responses: Sequence[str], *,
               batch_size: int | None = None, progress: bool = False) -> Features:
-        """Features of each (prompt, response) row, float32, in input order."""
+        """Features of each (prompt, response) row, float32, in input order (thread-safe: calls run one at a time)."""
         if len(prompts) != len(responses):
             raise InputError(f"{len(prompts)} prompts but {len(responses)} responses")
+        with self._lock:
+            return self._embed(prompts, responses, batch_size=batch_size, progress=progress)
+
+    def _embed(self, prompts: Sequence[list[Message]], responses: Sequence[str], *,
+               batch_size: int | None, progress: bool) -> Features:
         n = len(prompts)
         response_out = np.zeros((n, self.feature_dim), dtype=np.float32)
         prompt_out = np.zeros((n, self.prompt_feature_dim), dtype=np.float32)
@@ -252,7 +271,7 @@ class CausalLMBackbone:
         self.truncation_stats = stats
         message = stats.message(self.max_length, self.response_cut)
         if message:
-            warnings.warn(message, TruncationWarning, stacklevel=2)
+            warnings.warn(message, TruncationWarning, stacklevel=3)  # the caller of embed
         size = batch_size or self.batch_size
         order = sorted(range(n), key=lambda i: -len(rows[i].ids))
         with torch.inference_mode(), tqdm(total=n, disable=not progress, desc="embedding", unit="row") as bar:

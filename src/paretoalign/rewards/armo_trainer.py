@@ -378,7 +378,11 @@ def train_reward_model(config: ArmoRMConfig, data=None, *, backbone: Backbone | 
     return model, stats
 
 
+RUN_ONLY_FIELDS = ("progress", "embed_engine", "embed_workers", "embed_ray_address")
+"""Settings of how a run executes, not of what it fits (the same model either way): not in the model's record."""
+
+
 def _config_record(config: ArmoRMConfig) -> dict[str, Any]:
     from dataclasses import asdict
 
-    return {k: v for k, v in asdict(config).items() if k not in ("progress",)}
+    return {k: v for k, v in asdict(config).items() if k not in RUN_ONLY_FIELDS}

@@ -23,6 +23,9 @@ output at the last real token, found from the attention mask (never from ``pad_t
 token). Models without a ``score`` head (encoders such as BERT, which read their first token) use the model's own
 pooled logits, which right padding leaves unchanged. Scoring runs in float32 on the CPU, in eval mode, without
 gradients; up to float rounding a row scores the same in any batch and with any padding.
+
+One instance may be shared by threads: `score` holds a per-instance lock over tokenizing and the forward passes
+(the tokenizer's truncation side and a fast tokenizer's truncation/padding state are rewritten per call).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -101,6 +105,7 @@ class SequenceClassifierRM:
             raise InputError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
         if max_length is not None and max_length < 1:
             raise InputError(f"max_length must be >= 1, got {max_length}", field="max_length")
+        self._lock = threading.Lock()
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.source = source
@@ -131,6 +136,15 @@ class SequenceClassifierRM:
         self._takes_use_cache = "use_cache" in params
         self.trust_remote_code = False
         """Whether the folder's own code was allowed to run when it was loaded (the caller's choice)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)  # a lock cannot be copied or pickled; a copy gets its own
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SequenceClassifierRM(source={self.source!r}, labels={self.objective_names})"
@@ -276,13 +290,14 @@ class SequenceClassifierRM:
         k, n = self.n_objectives, len(conversations)
         logits = np.zeros((n, k), dtype=np.float64)
         if n:
-            rows = self._encode(conversations, responses)
-            order = sorted(range(n), key=lambda i: -len(rows[i]))
-            with torch.inference_mode(), tqdm(total=n, disable=not progress, desc="scoring", unit="row") as bar:
-                for lo in range(0, n, size):
-                    index = order[lo:lo + size]
-                    logits[index] = self._forward([rows[i] for i in index])
-                    bar.update(len(index))
+            with self._lock:  # thread-safe: concurrent calls tokenize and run one after another
+                rows = self._encode(conversations, responses)
+                order = sorted(range(n), key=lambda i: -len(rows[i]))
+                with torch.inference_mode(), tqdm(total=n, disable=not progress, desc="scoring", unit="row") as bar:
+                    for lo in range(0, n, size):
+                        index = order[lo:lo + size]
+                        logits[index] = self._forward([rows[i] for i in index])
+                        bar.update(len(index))
         gating = np.broadcast_to(w, logits.shape).copy()
         return RewardOutput(score=row_sum(logits * w), objectives=logits, objectives_raw=logits.copy(),
                             gating=gating, baseline=None, objective_names=list(self.objective_names),
