@@ -57,7 +57,7 @@ def load_rows(shared: Path, n: int, seed: int) -> tuple[list, list[str], str]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # rows skipped for empty text
             pairs = shared_heldout_pairs(shared, None, seed)
-        source = f"{shared} (held-out side)"
+        source = f"{os.path.relpath(shared, REPO_ROOT)} (held-out side)"
     else:
         from paretoalign.data.bundled import default_sources_config
         from paretoalign.data.sources import load_training_data

@@ -285,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     label = args.label or f"{'short' if args.short else 'all'}-rows{(' ' + args.serve_args) if args.serve_args else ''}"
     report = {
         "command": shlex.join(["python", *sys.argv]), "serve_command": serve_command, "model": args.model,
-        "data": str(args.data), "row_filter": f"single-turn, reply <= {SHORT_CHARS} chars" if args.short else None,
+        "data": os.path.relpath(args.data, REPO_ROOT),
+        "row_filter": f"single-turn, reply <= {SHORT_CHARS} chars" if args.short else None,
         "rows": len(rows), "clients": args.clients, "repeats": args.repeats,
         "in_process_rows_per_s": round(len(rows) / in_process_s, 3),
         "modes": summary, "ratio_a_over_b": round(a / b, 3), "ratio_a_over_c": round(a / c, 3),

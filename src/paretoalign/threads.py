@@ -24,12 +24,13 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 ENV_THREADS = "PARETOALIGN_THREADS"
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
@@ -348,3 +349,26 @@ def watch(model: _Module) -> None:
         model._paretoalign_threads_hook = True
     except AttributeError:
         pass
+
+
+class CallLock:
+    """A per-instance lock, `self._lock`, held around a model's whole call by the classes that inherit this.
+
+    Why: Hugging Face fast tokenizers keep truncation / padding settings in shared state, so two threads calling
+    one model at once can tokenize with each other's settings (wrong scores, or a crash). Copies and pickles leave
+    the lock out; each copy gets its own.
+    """
+
+    _lock: threading.Lock
+
+    def _init_lock(self) -> None:
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_lock()

@@ -14,7 +14,6 @@ import hashlib
 import inspect
 import json
 import os
-import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from paretoalign.embed.models import (
     resolve_model,
 )
 from paretoalign.errors import InputError, ParetoAlignError
-from paretoalign.threads import watch
+from paretoalign.threads import CallLock, watch
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -88,7 +87,7 @@ def _truncate(ids: list[int], n_prompt: int, max_length: int) -> _Row:
     return _Row([ids[n_prompt - 1]] + ids[n - (max_length - 1):], 0, n_prompt > 1, True)
 
 
-class CausalLMBackbone:
+class CausalLMBackbone(CallLock):
     """A frozen decoder (its base model, no LM head) that embeds (prompt, response) rows.
 
     `model` is a reference for `resolve_model` (alias such as ``"smollm2"``, ``.gguf`` file, local directory,
@@ -113,7 +112,7 @@ class CausalLMBackbone:
             raise InputError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
         if padding_side not in ("left", "right"):
             raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}", field="padding_side")
-        self._lock = threading.Lock()
+        self._init_lock()
         self.max_length = int(max_length)
         self.batch_size = int(batch_size)
         self.padding_side = padding_side
@@ -160,15 +159,6 @@ class CausalLMBackbone:
         params = inspect.signature(self.model.forward).parameters
         self._takes_position_ids = "position_ids" in params
         self._takes_use_cache = "use_cache" in params
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_lock", None)  # a lock cannot be copied or pickled; a copy gets its own
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ identity
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import numbers
 import os
-import threading
 import warnings
 from collections.abc import Sequence
 from functools import cached_property
@@ -36,7 +35,7 @@ from paretoalign.data.schema import Message
 from paretoalign.embed.backbone import Features, TruncationStats, TruncationWarning
 from paretoalign.embed.models import check_remote_code, load_error, quiet_transformers, resolve_model
 from paretoalign.errors import InputError
-from paretoalign.threads import watch
+from paretoalign.threads import CallLock, watch
 
 FEATURIZER_VERSION = "sentence_encoder/2"
 DEFAULT_MAX_BATCH_TOKENS = 1024
@@ -49,7 +48,7 @@ def prompt_lines(prompt: Sequence[Message]) -> str:
     return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
 
 
-class SentenceEncoderBackbone:
+class SentenceEncoderBackbone(CallLock):
     """A frozen sentence-transformers model on CPU (default: the shipped all-MiniLM-L6-v2, alias ``"minilm"``)."""
 
     response_cut = "their end dropped"
@@ -66,7 +65,7 @@ class SentenceEncoderBackbone:
                 or max_batch_tokens < 1:
             raise InputError(f"max_batch_tokens must be an integer >= 1, got {max_batch_tokens!r}",
                              field="max_batch_tokens")
-        self._lock = threading.Lock()
+        self._init_lock()
         self.source = str(model)
         self.model_path = resolve_model(self.source)
         self.trust_remote_code = trust_remote_code = trust_remote_code is True  # the caller's choice, never saved
@@ -100,15 +99,6 @@ class SentenceEncoderBackbone:
         self.truncation_stats = TruncationStats()
         self._specials = int(self.tokenizer.num_special_tokens_to_add(pair=False))
         self._budget = self.max_length - self._specials
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_lock", None)  # a lock cannot be copied or pickled; a copy gets its own
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def spec(self) -> dict[str, Any]:
         """The reference `load_backbone` rebuilds this backbone from."""

@@ -33,7 +33,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,6 +46,7 @@ from paretoalign.embed.backbone import TruncationWarning
 from paretoalign.errors import InputError
 from paretoalign.rewards.gating import row_sum
 from paretoalign.rewards.reward_model import RewardOutput, Weights, check_score_inputs
+from paretoalign.threads import CallLock
 
 if TYPE_CHECKING:
     from paretoalign.embed.protocols import Tokenizer
@@ -96,7 +96,7 @@ def _text_limit(config: Any) -> int | None:
     return None
 
 
-class SequenceClassifierRM:
+class SequenceClassifierRM(CallLock):
     """A transformers sequence classifier used as a (multi-objective) reward model: one objective per label."""
 
     def __init__(self, model: _Classifier, tokenizer: Tokenizer, *, source: str | None = None,
@@ -105,7 +105,7 @@ class SequenceClassifierRM:
             raise InputError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
         if max_length is not None and max_length < 1:
             raise InputError(f"max_length must be >= 1, got {max_length}", field="max_length")
-        self._lock = threading.Lock()
+        self._init_lock()
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.source = source
@@ -136,15 +136,6 @@ class SequenceClassifierRM:
         self._takes_use_cache = "use_cache" in params
         self.trust_remote_code = False
         """Whether the folder's own code was allowed to run when it was loaded (the caller's choice)."""
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_lock", None)  # a lock cannot be copied or pickled; a copy gets its own
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SequenceClassifierRM(source={self.source!r}, labels={self.objective_names})"

@@ -106,6 +106,19 @@ def default_token_counter(scorer: Scorer) -> TokenCounter:
     return text_length_tokens if tokenizer is None else tokenizer_counter(tokenizer)
 
 
+def model_info(model: Scorer) -> dict[str, Any]:
+    """{"objectives", "objective_kinds", "format", "format_version", "backbone", "scale", "verbosity_objective"} of a
+    loaded reward model: the /v1/models description (`RowScorer.info`)."""
+    ours = isinstance(model, RewardModel)
+    return {"objectives": list(model.objective_names),
+            "objective_kinds": dict(model.objective_kinds) if ours else None,
+            "format": "paretoalign" if ours else "sequence_classifier",
+            "format_version": FORMAT_VERSION if ours else None,
+            "backbone": dict(model.backbone_spec) if ours else None,
+            "scale": model.scale if ours else None,
+            "verbosity_objective": getattr(model, "verbosity_objective", None)}
+
+
 @dataclass
 class _Request:
     prompts: list[list[Message]]
@@ -158,16 +171,8 @@ class MicroBatcher:
         return self.scorer.resolve_weights(weights)
 
     def info(self) -> dict[str, Any]:
-        """{"objectives", "objective_kinds", "format", "format_version", "backbone", "scale", "verbosity_objective"}."""
-        scorer = self.scorer
-        ours = isinstance(scorer, RewardModel)
-        return {"objectives": list(self.objective_names),
-                "objective_kinds": dict(scorer.objective_kinds) if ours else None,
-                "format": "paretoalign" if ours else "sequence_classifier",
-                "format_version": FORMAT_VERSION if ours else None,
-                "backbone": dict(scorer.backbone_spec) if ours else None,
-                "scale": scorer.scale if ours else None,
-                "verbosity_objective": self.verbosity_objective}
+        """The /v1/models description of the scorer (`model_info`)."""
+        return model_info(self.scorer)
 
     @property
     def queued_rows(self) -> int:

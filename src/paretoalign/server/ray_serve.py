@@ -32,30 +32,15 @@ import numpy as np
 from paretoalign.data.schema import Message
 from paretoalign.embed.ray_embed import connect_ray, gpus_per_worker, require_ray, unwrap_ray_error, use_assigned_cpus
 from paretoalign.errors import InputError
-from paretoalign.rewards.reward_model import FORMAT_VERSION, RewardOutput, Weights, check_score_inputs
+from paretoalign.rewards.reward_model import RewardOutput, Weights, check_score_inputs
 from paretoalign.rewards.reward_model import resolve_weight_vector as _resolve_weight_vector
-from paretoalign.server.batcher import ScorerStopped
+from paretoalign.server.batcher import ScorerStopped, model_info
 
 if TYPE_CHECKING:
-    from paretoalign.rewards.protocols import Scorer
     from paretoalign.server.config import ServeConfig
 
 logger = logging.getLogger(__name__)
 DEPLOYMENT = "RewardReplica"
-
-
-def model_info(model: Scorer) -> dict[str, Any]:
-    """The /v1/models description of a loaded reward model (the keys of `RowScorer.info`)."""
-    from paretoalign.rewards.reward_model import RewardModel
-
-    ours = isinstance(model, RewardModel)
-    return {"objectives": list(model.objective_names),
-            "objective_kinds": dict(model.objective_kinds) if ours else None,
-            "format": "paretoalign" if ours else "sequence_classifier",
-            "format_version": FORMAT_VERSION if ours else None,
-            "backbone": dict(model.backbone_spec) if ours else None,
-            "scale": model.scale if ours else None,
-            "verbosity_objective": getattr(model, "verbosity_objective", None)}
 
 
 def concat_outputs(parts: list[RewardOutput]) -> RewardOutput:
