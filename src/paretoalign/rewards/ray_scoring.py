@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from paretoalign.embed.ray_embed import (
 from paretoalign.embed.ray_embed import rows_per_task as _rows_per_task
 from paretoalign.errors import ParetoAlignError
 from paretoalign.rewards.reward_model import RewardOutput, Weights, check_score_inputs
+
+if TYPE_CHECKING:
+    from paretoalign.rewards.protocols import Scorer
 
 _OPTIONAL = ("baseline", "verbosity_contribution")
 
@@ -75,22 +78,29 @@ def reference_weights(reference: str | os.PathLike, weights: Weights, *, trust_r
     return classifier.resolve_weights(weights), classifier.verbosity_objective
 
 
+def load_worker_model(reference: str, trust_remote_code: bool) -> tuple[Scorer | None, Exception | None]:
+    """(the reward model, None) for a Ray actor or replica -- on the CPUs Ray assigned it, its backbone loaded now
+    rather than in the first call -- or (None, the error): the caller raises it from its first call, because Ray
+    keeps only the text of a constructor's error (and Serve would retry a failing constructor)."""
+    from paretoalign.rewards.loading import load_reward_model
+
+    use_assigned_cpus()
+    try:
+        model = load_reward_model(reference, trust_remote_code=trust_remote_code is True)
+        getattr(model, "backbone", None)  # a RewardModel loads its backbone lazily
+    except Exception as exc:  # any failure: reported by the first call
+        return None, exc
+    return model, None
+
+
 class _ScoreBatch:
     """The map_batches callable: one reward model per actor, loaded once; scores a batch with weights=None."""
 
     def __init__(self, reference: str, trust_remote_code: bool, batch_size: int | None) -> None:
-        from paretoalign.rewards.loading import load_reward_model
-
-        use_assigned_cpus()
         self.batch_size = batch_size
-        self.load_error: Exception | None = None
-        try:
-            self.model = load_reward_model(reference, trust_remote_code=trust_remote_code is True)
-            getattr(self.model, "backbone", None)  # a RewardModel loads its backbone now, not in the first batch
-        except Exception as exc:  # raised by the first batch instead: Ray keeps only the text of a constructor's error
-            self.load_error = exc
-            return
-        self.names = json.dumps(list(self.model.objective_names))
+        self.model, self.load_error = load_worker_model(reference, trust_remote_code)
+        if self.model is not None:
+            self.names = json.dumps(list(self.model.objective_names))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.load_error is not None:

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from paretoalign.data.schema import Message
-from paretoalign.embed.ray_embed import connect_ray, gpus_per_worker, require_ray, unwrap_ray_error, use_assigned_cpus
+from paretoalign.embed.ray_embed import connect_ray, gpus_per_worker, require_ray, unwrap_ray_error
 from paretoalign.errors import InputError
+from paretoalign.rewards.ray_scoring import load_worker_model
 from paretoalign.rewards.reward_model import RewardOutput, Weights, check_score_inputs
 from paretoalign.rewards.reward_model import resolve_weight_vector as _resolve_weight_vector
 from paretoalign.server.batcher import ScorerStopped, model_info
@@ -75,16 +76,8 @@ class _ReplicaBody:
     """What each replica runs: one reward model, loaded once, scoring groups of calls with weights=None."""
 
     def __init__(self, reference: str, trust_remote_code: bool, batch_size: int | None) -> None:
-        from paretoalign.rewards.loading import load_reward_model
-
-        use_assigned_cpus()
         self.batch_size = batch_size
-        self.load_error: Exception | None = None
-        try:
-            self.model = load_reward_model(reference, trust_remote_code=trust_remote_code is True)
-            getattr(self.model, "backbone", None)  # a RewardModel loads its backbone now, not in the first request
-        except Exception as exc:  # raised by describe() at start instead: Serve would retry a failing constructor
-            self.load_error = exc
+        self.model, self.load_error = load_worker_model(reference, trust_remote_code)  # error raised by describe()
 
     def describe(self) -> dict[str, Any]:
         """`model_info` of the replica's model."""
