@@ -28,7 +28,7 @@ def option_names(parser: argparse.ArgumentParser) -> list[str]:
 def test_every_registered_command_is_a_subcommand_in_registry_order_and_runs_its_function():
     commands = subcommands(build_parser())
     assert list(commands) == [c.name for c in COMMANDS]
-    assert len(COMMANDS) == 16 and len({c.name for c in COMMANDS}) == 16
+    assert len(COMMANDS) == 19 and len({c.name for c in COMMANDS}) == 19
     for c in COMMANDS:
         defaults = commands[c.name]._defaults
         assert defaults["func"] is c.func, c.name
@@ -42,8 +42,8 @@ def test_each_command_has_its_flags_then_overwrite_threads_and_debug():
         tail = (["--overwrite"] if c.writes_folder else []) + ["--threads", "--debug"]
         assert names == [f.names[0] for f in c.flags] + tail, c.name
     writers = {c.name for c in COMMANDS if c.writes_folder}
-    assert writers == {"train-rm", "export-hf", "train-genarm", "dpo", "modpo", "bond", "warp", "merge", "front",
-                       "demo"}
+    assert writers == {"train-rm", "export-hf", "train-genarm", "dpo", "modpo", "bond", "warp", "grpo", "merge",
+                       "front", "demo", "maxmin-rm"}
 
 
 def test_the_sampling_commands_share_one_declaration_of_their_flags():

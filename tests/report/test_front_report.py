@@ -136,6 +136,37 @@ def test_paired_gain_uses_per_prompt_differences():
     assert se < np.std(ref.per_prompt_reward, ddof=1) / 2 / 10
 
 
+def test_paired_gain_of_one_objective_uses_its_per_prompt_values():
+    from paretoalign.eval.policy_eval import paired_gain
+
+    ref = point("reference", "reference", 0.0, 0.0, objectives(0, 0, 0))
+    pol = point("p", "policy", 0.0, 0.1, objectives(0, 0, 0))
+    ref.per_prompt_reward, pol.per_prompt_reward = [0.0, 0.0, 0.0], [9.0, 9.0, 9.0]
+    ref.per_prompt_objectives = {"constraints": [0.5, 0.0, 1.0]}
+    pol.per_prompt_objectives = {"constraints": [1.0, 0.5, 1.0]}
+    gain, se = paired_gain(pol, ref, "constraints")
+    assert gain == pytest.approx(1 / 3)
+    assert se == pytest.approx(np.std([0.5, 0.5, 0.0], ddof=1) / np.sqrt(3))
+    with pytest.raises(InputError, match="objective 'helpfulness'"):
+        paired_gain(pol, ref, "helpfulness")
+
+
+def test_report_points_keep_each_objective_per_prompt_with_nan_where_best_of_n_has_no_pick(tmp_path):
+    from paretoalign.eval.policy_eval import best_of_n_points
+    from tests.eval.test_policy_eval import PARAMS, PROMPTS, LengthRM
+    from tests.inference.conftest import make_policy
+
+    points = best_of_n_points(make_policy("llama"), LengthRM(), PROMPTS, (4,), params=PARAMS, samples_per_prompt=2)
+    for p in points:
+        assert set(p.per_prompt_objectives) == set(p.objectives)
+        for name, values in p.per_prompt_objectives.items():
+            assert len(values) == len(PROMPTS)
+            finite = [v for v in values if np.isfinite(v)]
+            assert np.mean(finite) == pytest.approx(p.objectives[name], rel=1e-12)
+            nan_at = [i for i, v in enumerate(values) if not np.isfinite(v)]
+            assert nan_at == [i for i, v in enumerate(p.per_prompt_reward) if not np.isfinite(v)]
+
+
 def test_paired_gain_refuses_points_from_different_prompts():
     from paretoalign.eval.policy_eval import paired_gain
 

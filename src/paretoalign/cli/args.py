@@ -91,7 +91,8 @@ def check_model_ref(ref: str | None, field: str) -> None:
 
 def check_reward_model_dir(path: str, field: str, trust_remote_code: bool = False) -> RewardModelReference:
     """Before any model loads: InputError, with a hint, unless `path` names a reward model we can load (our folder,
-    `default`, or a Hugging Face sequence classifier; see `paretoalign.rewards.loading`). Returns what it names."""
+    `default`, a Hugging Face sequence classifier, or a reward-set file; see `paretoalign.rewards.loading`). Returns
+    what it names."""
     from paretoalign.rewards.loading import inspect_reward_model
 
     return inspect_reward_model(path, field=field, trust_remote_code=trust_remote_code)

@@ -83,3 +83,13 @@ def removed_on_interrupt(run_dir: str | None) -> Iterator[None]:
             shutil.rmtree(folder, ignore_errors=True)
             raise Interrupted(f"nothing was kept (the run folder {folder} was removed)") from None
         raise Interrupted(f"{folder} existed before this run and was kept (no checkpoint to resume from)") from None
+
+
+def merged_rows(rows, results) -> list[dict]:
+    """Each input row's fields updated with its result's `row()` (the output rows of bon, speculative and deal)."""
+    out_rows = []
+    for r, res in zip(rows, results, strict=True):
+        out = dict(r.row)
+        out.update(res.row())
+        out_rows.append(out)
+    return out_rows

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from paretoalign import output_paths as outputs
 from paretoalign.cli.args import (
@@ -18,10 +20,22 @@ from paretoalign.cli.args import (
     parse_reward_lms,
     parse_weights,
 )
-from paretoalign.cli.common import check_prompts_fit, sampling_params_from_args
+from paretoalign.cli.common import check_prompts_fit, merged_rows, sampling_params_from_args
+
+if TYPE_CHECKING:
+    from paretoalign.data.prompts import PromptRow
 
 
 # ---------------------------------------------------------------- bon / calibrate
+def attach_prompt_constraints(scorer: object, rows: Sequence[PromptRow]) -> None:
+    """Give a scorer that takes them (a reward set) the prompt rows' own constraints, and check it has every
+    prompt's constraints it needs, before any model samples."""
+    if hasattr(scorer, "attach_prompts"):
+        scorer.attach_prompts(rows)
+        if hasattr(scorer, "check_prompts"):
+            scorer.check_prompts([r.messages for r in rows])
+
+
 def load_generation_inputs(args: argparse.Namespace):
     """Prompt rows, policy and reward model of `bon` / `calibrate`, input checked before any model loads."""
     from paretoalign.data.prompts import read_prompts
@@ -39,6 +53,7 @@ def load_generation_inputs(args: argparse.Namespace):
     params = sampling_params_from_args(args)
     reward_model = load_cli_reward_model(args.rm, "--rm", args.trust_remote_code)
     check_rm_weights(weights, reward_model)
+    attach_prompt_constraints(reward_model, rows)
     policy = Policy.from_pretrained(args.policy, trust_remote_code=args.trust_remote_code)
     check_prompts_fit(policy.tokenizer, policy.context_length, rows, params.max_new_tokens)
     return rows, weights, params, policy, reward_model
@@ -69,12 +84,7 @@ def cmd_bon(args: argparse.Namespace) -> int:
                                         decision_tokens=decision, **common)
     else:
         results = best_of_n(policy, reward_model, prompts, reference=reference, **common)
-    out_rows = []
-    for r, res in zip(rows, results, strict=True):
-        out = dict(r.row)
-        out.update(res.row())
-        out_rows.append(out)
-    write_jsonl_atomic(args.output, out_rows)
+    write_jsonl_atomic(args.output, merged_rows(rows, results))
     picked = sum(res.selected is not None for res in results)
     tokens = sum(res.stats["tokens_generated"] for res in results)
     print(f"{args.method}: {len(results)} prompts, N={args.n}, {picked} with a finished pick, {tokens} tokens "

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from paretoalign.cli import inference, report, rm, serve, train
+from paretoalign.cli import deal, inference, report, rm, serve, train
 from paretoalign.cli.args import non_negative_float, positive_float, positive_int, probability, unit_fraction
 from paretoalign.cli.flags import (
     BATCH_ROWS,
@@ -114,6 +114,18 @@ COMMANDS: tuple[Command, ...] = (
                            "key=value settings, e.g. backbone=smollm2 gating_steps=500, or method=grm "
                            "data=pairs.jsonl max_steps=200.")),
     Command(
+        "maxmin-rm", "MaxMin-RLHF: H Bradley-Terry reward models, one per user group, fitted by EM over users.",
+        rm.cmd_maxmin_rm, writes_folder=True,
+        config_classes=(("paretoalign.rewards.maxmin_config", "MaxMinRMConfig"),),
+        description="Fits H linear Bradley-Terry heads on frozen backbone features by hard EM over the users who "
+                    "tagged the pairs (column `user`, else `subset`, or user_field=...): each user goes to the head "
+                    "that best explains its pairs, each head is refitted on its users' pairs, until the assignment "
+                    "settles. Writes a reward model with objectives group0..group{H-1} (usable as `rm: group0` in a "
+                    "reward set and with GRPO's weighting: maxmin) and assignments.json; prints each group's users.",
+        flags=config_flags("YAML file of MaxMinRMConfig settings.",
+                           "Directory for the reward model and assignments.json (overrides output_dir).",
+                           "key=value settings, e.g. data=pairs.jsonl n_groups=2 backbone=minilm.")),
+    Command(
         "score", "Score (prompt, response) rows or preference pairs with a reward model.", rm.cmd_score,
         description="Input JSONL/JSON/Parquet rows {id?, prompt, response} or {prompt, chosen, rejected}; output rows "
                     "keep every input field and add the score, the per-objective rewards, the gating weights and "
@@ -209,6 +221,13 @@ COMMANDS: tuple[Command, ...] = (
                     help="An autoregressive reward LM and its weight w_i >= 0 (repeat for several objectives)."),
                flag("--beta", type=positive_float, default=1.0, help="KL strength: larger beta, weaker guidance."),
                flag("--n", type=positive_int, default=1, help="Candidates per prompt."))),
+    Command(
+        "deal", "DeAL search decoding: beams ranked by log π(prefix) + λ·R(x, prefix + greedy look-ahead).",
+        deal.cmd_deal, flags=deal.FLAGS,
+        description="One output row per prompt, in input order: the input fields plus 'response' (the best finished "
+                    "beam; null when none finished), 'selected', 'candidates' (the returned beam with its reward, "
+                    "objectives, search score and log-prob), 'tokens_evaluated' and 'stats'. Reward-set files attach "
+                    "the prompts' own constraints."),
     _policy_trainer("dpo", "DPO on preference pairs: -log sigmoid(beta log pi/pi_ref(y_w) - beta log "
                            "pi/pi_ref(y_l))."),
     _policy_trainer("modpo", "MODPO: DPO on one objective's pairs with the other objectives' rewards as a weighted "
@@ -217,6 +236,8 @@ COMMANDS: tuple[Command, ...] = (
                             "divergence)."),
     _policy_trainer("warp", "WARP: M EMA-anchored REINFORCE runs, SLERP of their task vectors, LITI toward the "
                             "init."),
+    _policy_trainer("grpo", "GRPO: G samples per prompt, group-normalised advantages of one or several rewards "
+                            "(fixed or dynamic weights), clipped ratio loss with a k3 KL to the reference."),
     Command(
         "merge", "Merge saved policies in weight space (WARP): slerp, liti or ema.", train.cmd_merge,
         writes_folder=True,

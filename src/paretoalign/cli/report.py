@@ -87,8 +87,10 @@ def cmd_front(args: argparse.Namespace) -> int:
                          field="--objectives")
     check_n(args.samples_per_prompt, "--samples-per-prompt")
     params = SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    rows = None
     if args.prompts:
-        prompts = [r.messages for r in read_prompts(args.prompts)]
+        rows = read_prompts(args.prompts)
+        prompts = [r.messages for r in rows]
         prompt_source = str(args.prompts)
     else:
         check_n(args.num_prompts, "--num-prompts")
@@ -96,6 +98,11 @@ def cmd_front(args: argparse.Namespace) -> int:
         prompt_source = f"bundled default pairs (sample of {len(prompts)} distinct short prompts, seed {args.seed})"
     reward_model = front_reward_model(args.reward_model, args.trust_remote_code)
     check_rm_weights(weights, reward_model)
+    if hasattr(reward_model, "attach_prompts"):  # a reward set: the prompt rows' own constraints
+        if rows is not None:
+            reward_model.attach_prompts(rows)
+        if hasattr(reward_model, "check_prompts"):
+            reward_model.check_prompts(prompts)
     unknown = [k for k in objectives or () if k not in reward_model.objective_names]
     if unknown:
         raise InputError(f"unknown objective(s) {unknown}; this model has {reward_model.objective_names}",

@@ -95,6 +95,37 @@ def cmd_train_rm_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- maxmin-rm
+def cmd_maxmin_rm(args: argparse.Namespace) -> int:
+    """`maxmin-rm`: H group reward heads by EM over users; prints the assignment summary."""
+    from paretoalign.rewards.maxmin import ASSIGNMENTS_FILE, train_maxmin_rm
+    from paretoalign.rewards.maxmin_config import MaxMinRMConfig
+
+    config = load_run_config(args, MaxMinRMConfig, outputs.REWARD_MODEL)
+    if config.data is None:
+        raise InputError("give data=FILE (preference pairs tagged by user)", path="command line", field="data")
+    check_input_file(config.data, "data")
+    if config.gguf_file is None:
+        check_model_ref(config.backbone, "backbone")
+    model, fit, stats = train_maxmin_rm(config, overwrite=args.overwrite)
+    state = (f"converged after {fit.iterations} iteration(s)" if fit.converged
+             else f"not converged after {fit.iterations} iteration(s) (max_iterations)")
+    print(f"maxmin-rm: {fit.n_groups} group(s) over {stats['n_users']} users from {stats['n_pairs']} pairs; {state}, "
+          f"log-likelihood {fit.final_log_likelihood:.3f}")
+    pooled = model.metadata["maxmin"].get("pooled_accuracy", {})
+    for h, name in enumerate(model.objective_names):
+        members = [u for u, g in zip(fit.users, fit.assignment, strict=True) if g == h]
+        shown = ", ".join(members[:8]) + (f", ... ({len(members) - 8} more)" if len(members) > 8 else "")
+        print(f"  {name}: {fit.group_users[h]} users, {fit.group_pairs[h]} pairs, own-head accuracy "
+              f"{fit.train_accuracy[h]:.3f} (pooled head {pooled.get(name, float('nan')):.3f}): {shown}")
+    if fit.reseeded:
+        print(f"  re-seeded {len(fit.reseeded)} time(s) (a group below the minimum of pairs took the worst-explained "
+              "user)")
+    if config.output_dir:
+        print(f"saved to {config.output_dir} (assignments: {Path(config.output_dir) / ASSIGNMENTS_FILE})")
+    return 0
+
+
 # ---------------------------------------------------------------- score
 def _prompt_and_reply(location: str, row: dict[str, Any], field: str):
     from paretoalign.data.conversation import normalize_prompt, normalize_response

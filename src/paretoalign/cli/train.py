@@ -1,5 +1,5 @@
-"""The training commands: dpo / modpo / bond / warp (policies), train-genarm (an autoregressive reward LM) and merge
-(policies in weight space)."""
+"""The training commands: dpo / modpo / bond / warp / grpo (policies), train-genarm (an autoregressive reward LM)
+and merge (policies in weight space)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from paretoalign.cli.args import check_input_file, check_model_ref, check_reward
 from paretoalign.cli.common import load_run_config, removed_on_interrupt
 from paretoalign.errors import InputError
 
-# ---------------------------------------------------------------- dpo / modpo / bond / warp
+# ---------------------------------------------------------------- dpo / modpo / bond / warp / grpo
 TRAINERS = {
     "dpo": ("paretoalign.train.dpo_config", "DPOConfig", "paretoalign.train.dpo_trainer", "train_dpo"),
     "modpo": ("paretoalign.train.modpo_config", "MODPOConfig", "paretoalign.train.modpo_trainer", "train_modpo"),
     "bond": ("paretoalign.train.bond_config", "BONDConfig", "paretoalign.train.bond_trainer", "train_bond"),
     "warp": ("paretoalign.train.warp_config", "WARPConfig", "paretoalign.train.warp_trainer", "train_warp"),
+    "grpo": ("paretoalign.train.grpo_config", "GRPOConfig", "paretoalign.train.grpo_trainer", "train_grpo"),
 }
 
 
@@ -32,8 +33,8 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
     config = load_run_config(args, config_cls,
                              lambda c: outputs.training_run(c.variant if args.method == "bond" else args.method))
     reward_model = getattr(config, "reward_model", None)
-    needs_rm = args.method in ("bond", "warp") or (args.method == "modpo" and config.margin_source == "reward_model"
-                                                    and bool(config.margin_objectives))
+    needs_rm = args.method in ("bond", "warp", "grpo") or (
+        args.method == "modpo" and config.margin_source == "reward_model" and bool(config.margin_objectives))
     if reward_model is not None and needs_rm:
         check_reward_model_dir(reward_model, "reward_model", getattr(config, "trust_remote_code", False))
     check_model_ref(config.model, "model")

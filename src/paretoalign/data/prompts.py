@@ -1,4 +1,8 @@
-"""Prompt files for generation: rows with a ``prompt`` (string, HH dialogue or message list) plus any fields."""
+"""Prompt files for generation: rows with a ``prompt`` (string, HH dialogue or message list) plus any fields.
+
+An optional ``constraints`` field (a list of checker specs, the prompt's own verifiable constraints) is shape-checked
+here; `paretoalign.rewards.verifiable.PromptConstraints` builds the checkers.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,23 @@ def check_prompt_length(messages: list[Message], location: str, field: str = "pr
     if size > MAX_PROMPT_CHARS:
         raise location_error(f"the prompt is {size:,} characters, over the limit of {MAX_PROMPT_CHARS:,} (no "
                              "shipped model's context holds that much); shorten it", location, field)
+
+
+def check_constraints(value: Any, location: str) -> None:
+    """The shape of a row's optional ``constraints``: a non-empty list of objects, each naming a string "checker"
+    (the checkers themselves are built, and their parameters checked, by `paretoalign.rewards.verifiable`)."""
+    if value is None:
+        return
+    if not isinstance(value, list) or not value:
+        raise location_error(f"constraints must be a non-empty list of checker specs ({{\"checker\": name, ...}}), "
+                             f"got {'an empty list' if value == [] else type(value).__name__}", location, "constraints")
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise location_error(f"a constraint is an object with a \"checker\" name, got {type(item).__name__}",
+                                 location, f"constraints[{i}]")
+        if not isinstance(item.get("checker"), str) or not item["checker"].strip():
+            raise location_error("a constraint names its checker as a string (\"checker\": \"word_count\", ...)",
+                                 location, f"constraints[{i}].checker")
 
 
 @dataclass
@@ -61,6 +82,7 @@ def read_prompts(path: str) -> list[PromptRow]:
         raise InputError("the prompt file has no rows", path=str(path), field="prompt")
     for r in rows:
         check_prompt_length(r.messages, r.location)
+        check_constraints(r.row.get("constraints"), r.location)
     ids = {}
     for r in rows:
         if "id" in r.row and r.row["id"] is not None:

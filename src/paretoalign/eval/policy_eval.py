@@ -76,6 +76,9 @@ class FrontPoint:
     per_prompt_reward: list[float] = field(default_factory=list)
     """Mean reward of each prompt, in prompt order (for paired comparisons on the same prompts); NaN where a
     Best-of-N point has no pick."""
+    per_prompt_objectives: dict[str, list[float]] = field(default_factory=dict)
+    """Mean of each objective on each prompt, in prompt order (paired comparisons per objective, `paired_gain`);
+    NaN where a Best-of-N point has no pick."""
     answered_fraction: float = 1.0
     """Share of the prompts the point has a response for: 1 for policies and the reference (every sample counts);
     for Best-of-N the prompts where at least one of the n draws finished (elsewhere Best-of-N returns nothing)."""
@@ -186,17 +189,29 @@ def _point(name: str, kind: str, n: int | None, scores: np.ndarray, objectives: 
                       kl=float(kl), kl_stderr=kl_stderr, kl_is_bound=kl_is_bound, num_prompts=int(scores.shape[0]),
                       num_samples=int(scores.size),
                       finished_fraction=float(finished.mean()), mean_response_tokens=float(tokens.mean()),
-                      source=source, meta=meta, per_prompt_reward=[float(v) for v in scores.mean(axis=1)])
+                      source=source, meta=meta, per_prompt_reward=[float(v) for v in scores.mean(axis=1)],
+                      per_prompt_objectives={k: [float(v) for v in objectives[..., j].mean(axis=1)]
+                                             for j, k in enumerate(names)})
 
 
-def paired_gain(point: FrontPoint, baseline: FrontPoint) -> tuple[float, float | None]:
-    """(mean reward gain over `baseline`, its standard error over prompts) from per-prompt differences.
+def paired_gain(point: FrontPoint, baseline: FrontPoint, objective: str | None = None
+                ) -> tuple[float, float | None]:
+    """(mean reward gain over `baseline`, its standard error over prompts) from per-prompt differences; with
+    `objective`, the gain in that objective instead of the weighted reward.
 
     Both points must be evaluated on the same prompts; pairing removes the prompt-to-prompt spread of rewards, which
     dominates the unpaired standard errors. Only prompts both points answered count (NaN gain when there are none).
     """
-    a = np.asarray(point.per_prompt_reward, dtype=np.float64)
-    b = np.asarray(baseline.per_prompt_reward, dtype=np.float64)
+    if objective is None:
+        a = np.asarray(point.per_prompt_reward, dtype=np.float64)
+        b = np.asarray(baseline.per_prompt_reward, dtype=np.float64)
+    else:
+        missing = [p.name for p in (point, baseline) if objective not in p.per_prompt_objectives]
+        if missing:
+            raise InputError(f"no per-prompt values of objective {objective!r} for {missing[0]!r}",
+                             field="objective")
+        a = np.asarray(point.per_prompt_objectives[objective], dtype=np.float64)
+        b = np.asarray(baseline.per_prompt_objectives[objective], dtype=np.float64)
     if a.size == 0 or a.size != b.size:
         raise InputError(f"'{point.name}' and '{baseline.name}' were not evaluated on the same prompts "
                          f"({a.size} vs {b.size} per-prompt rewards)", field="per_prompt_reward")
@@ -283,6 +298,11 @@ def _best_of_n_point(draws: _Draws, n: int, source: str, meta: dict[str, Any]) -
     nan = float("nan")
     objectives = {k: float(draws.objectives[answered, chosen, j].mean()) if answered.size else nan
                   for j, k in enumerate(draws.objective_names)}
+    per_objective = {}
+    for j, k in enumerate(draws.objective_names):
+        values = np.full(len(picks), np.nan)
+        values[answered] = draws.objectives[answered, chosen, j]
+        per_objective[k] = [float(v) for v in values]
     return FrontPoint(name=f"best-of-{n}", kind="best_of_n", n=n,
                       reward=float(scores.mean()) if answered.size else nan,
                       reward_stderr=_stderr_over_prompts(scores), objectives=objectives, kl=bon_kl_bound(n),
@@ -291,7 +311,8 @@ def _best_of_n_point(draws: _Draws, n: int, source: str, meta: dict[str, Any]) -
                       finished_fraction=answered.size / len(picks),
                       mean_response_tokens=float(draws.tokens[answered, chosen].mean()) if answered.size else nan,
                       source=source, meta={**meta, "prompts_answered": int(answered.size)},
-                      per_prompt_reward=[float(v) for v in per_prompt], answered_fraction=answered.size / len(picks))
+                      per_prompt_reward=[float(v) for v in per_prompt], per_prompt_objectives=per_objective,
+                      answered_fraction=answered.size / len(picks))
 
 
 def default_eval_prompts(num_prompts: int, seed: int = 0, max_chars: int = DEFAULT_PROMPT_MAX_CHARS

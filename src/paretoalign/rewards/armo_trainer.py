@@ -31,6 +31,19 @@ logger = logging.getLogger(__name__)
 SENTENCE_ENCODER_ALIASES = {"minilm"}
 
 
+def training_backbone(config: ArmoRMConfig, backbone: Backbone | None) -> tuple[Backbone, dict[str, Any]]:
+    """(backbone, its spec): the given backbone (its own spec, or an in-memory marker) or the one `config` names."""
+    if backbone is None:
+        from paretoalign.embed.registry import load_backbone
+
+        spec = resolve_backbone_spec(config)
+        return load_backbone(spec, trust_remote_code=config.trust_remote_code), spec
+    try:
+        return backbone, backbone.spec()
+    except Exception:  # an in-memory backbone without a reloadable reference
+        return backbone, {"kind": "in_memory", "fingerprint": backbone.fingerprint}
+
+
 def resolve_backbone_spec(config: ArmoRMConfig) -> dict[str, Any]:
     """The backbone spec (as `load_backbone` takes it) that `config` asks for."""
     kind = config.backbone_kind
@@ -269,7 +282,6 @@ def train_reward_model(config: ArmoRMConfig, data=None, *, backbone: Backbone | 
     The output folder is checked first (`paretoalign.output_paths.check_output_dir`): missing, empty or a previous
     reward model, else InputError unless `overwrite`.
     """
-    from paretoalign.embed.registry import load_backbone
     from paretoalign.rewards.bradley_terry import fit_bt_head
     from paretoalign.rewards.decorrelation import apply_transform, lambda_grid, verbosity_transform
     from paretoalign.rewards.gating import train_gating
@@ -301,14 +313,7 @@ def train_reward_model(config: ArmoRMConfig, data=None, *, backbone: Backbone | 
     _check_enough_rows(pairs, ratings, pair_objectives, rated_objectives, config.sources)
     objectives = _objective_order(config, pair_objectives, rated_objectives)
 
-    spec = resolve_backbone_spec(config)
-    if backbone is None:
-        backbone = load_backbone(spec, trust_remote_code=config.trust_remote_code)
-    else:
-        try:
-            spec = backbone.spec()
-        except Exception:  # an in-memory backbone without a reloadable reference
-            spec = {"kind": "in_memory", "fingerprint": backbone.fingerprint}
+    backbone, spec = training_backbone(config, backbone)
 
     if config.embed_engine == "ray" and spec.get("kind") == "in_memory":
         raise InputError("embed_engine=ray loads the backbone on each Ray actor from its spec, and this in-memory "

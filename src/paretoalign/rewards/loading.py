@@ -6,137 +6,106 @@
 - a folder whose config.json has our format (`RewardModel.save_pretrained`): a `RewardModel`;
 - a folder or hub id whose config.json names a ``*ForSequenceClassification`` architecture: a
   `SequenceClassifierRM` (one objective per label; see `paretoalign.rewards.hf_classifier`);
+- a ``.yaml`` / ``.yml`` / ``.json`` FILE with a top-level ``rewards`` list: a `reward_set.RewardSet` (several
+  rewards: RM objectives, verifiable checkers, user functions), its own ``reward_model`` key loaded by this same
+  function (so it may be any of these kinds);
 - anything else: InputError naming the reference.
 
-`inspect_reward_model` makes the same decision from the files alone (nothing loads), so commands check their
-reward model before any model loads. A missing path is tried as a hub id only when it looks like one
-(``owner/name``, with no local folder ``owner``); its config.json is then fetched (cache or network).
+`inspect_reward_model` makes the same decision from the files alone (no model loads; a reward-set file is read and
+its components checked, which imports the modules of its user functions), so commands check their reward model
+before any model loads. A missing path is tried as a hub id only when it looks like one (``owner/name``, with no
+local folder ``owner``); its config.json is then fetched (cache or network). Folder and hub references are handled
+by `paretoalign.rewards.model_loading`.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
-from paretoalign.atomic_io import read_json_or_none
 from paretoalign.errors import InputError
-from paretoalign.output_paths import existing_paths
-from paretoalign.rewards.hf_classifier import SequenceClassifierRM, is_sequence_classifier_config, read_config_json
-from paretoalign.rewards.reward_model import CONFIG_FILE, FORMAT, RewardModel
-from paretoalign.rewards.shipped import DEFAULT_RM_ALIAS, resolve_rm_reference
+from paretoalign.rewards import model_loading
+from paretoalign.rewards.hf_classifier import SequenceClassifierRM
+from paretoalign.rewards.model_loading import HINT, PARETOALIGN, SEQUENCE_CLASSIFIER, RewardModelReference
+from paretoalign.rewards.reward_model import RewardModel
+from paretoalign.rewards.reward_set import REWARD_SET_SUFFIXES, RewardSet, check_spec, read_spec_file
 
-PARETOALIGN = "paretoalign"
-SEQUENCE_CLASSIFIER = "sequence_classifier"
-HINT = ("give a reward model folder from `paretoalign train-rm` (or `paretoalign demo`), `default` for the shipped "
-        "one, or a Hugging Face sequence-classification model folder or hub id")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+__all__ = ["HINT", "PARETOALIGN", "REWARD_SET", "SEQUENCE_CLASSIFIER", "RewardModelReference", "inspect_reward_model",
+           "is_reward_set_file", "load_reward_model", "reward_model_inputs"]
 
-
-@dataclass(frozen=True)
-class RewardModelReference:
-    """What a reward-model reference names: the folder (or hub id) and its kind."""
-
-    reference: str
-    """As the user gave it."""
-    location: str
-    """The folder or hub id to load (``default`` resolved)."""
-    kind: str
-    """`PARETOALIGN` or `SEQUENCE_CLASSIFIER`."""
+REWARD_SET = "reward_set"
 
 
-def _looks_like_hub_id(text: str) -> bool:
-    return bool(_HUB_ID.fullmatch(text)) and not Path(text.split("/", 1)[0]).exists()
+def is_reward_set_file(reference: str | os.PathLike) -> bool:
+    """Whether `reference` names an existing .yaml / .yml / .json file (read as a reward set)."""
+    path = Path(str(reference)).expanduser()
+    return path.suffix.lower() in REWARD_SET_SUFFIXES and path.is_file()
 
 
-def _hub_config(repo_id: str, field: str) -> dict:
-    """The config.json of a hub repository: from the local hub cache, else fetched (one quick probe first, so that a
-    mistyped local path fails at once when offline instead of after the download's retries)."""
-    from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
-
-    cached = try_to_load_from_cache(repo_id, CONFIG_FILE)
-    if isinstance(cached, str):
-        return read_config_json(Path(cached))
-    try:
-        if constants.HF_HUB_OFFLINE:
-            raise ConnectionError("offline mode (HF_HUB_OFFLINE) and not in the local hub cache")
-        HfApi().model_info(repo_id, timeout=10)
-        local = hf_hub_download(repo_id, CONFIG_FILE)
-    except Exception as exc:  # offline, unknown repository, gated model: all mean "cannot use this reference"
-        raise InputError(f"no such reward model folder, and no hub repository with a config.json could be reached "
-                         f"under this id ({type(exc).__name__}); {HINT}", path=repo_id, field=field) from None
-    return read_config_json(Path(local))
-
-
-def _kind_of(config: dict, where: str, field: str) -> str:
-    if config.get("format") == FORMAT:
-        return PARETOALIGN
-    if is_sequence_classifier_config(config):
-        return SEQUENCE_CLASSIFIER
-    raise InputError(f"neither a paretoalign reward model nor a Hugging Face sequence classifier: config.json has "
-                     f"format {config.get('format')!r} and architectures {config.get('architectures')!r} (expected "
-                     f"format {FORMAT!r}, or an architecture ending in 'ForSequenceClassification'); {HINT}",
-                     path=where, field=field)
+def _nested(reference: str, spec: dict, seen: tuple[str, ...]) -> str | None:
+    """The reward model a reward-set file names (None when it names none); InputError for a file naming itself."""
+    nested = spec.get("reward_model")
+    if nested is None:
+        return None
+    key = str(Path(reference).expanduser().resolve())
+    if is_reward_set_file(nested) and str(Path(str(nested)).expanduser().resolve()) in (*seen, key):
+        raise InputError("a reward set names itself (directly or through others) as its reward_model",
+                         path=reference, field="reward_model")
+    return str(nested)
 
 
 def inspect_reward_model(reference: str | os.PathLike, *, field: str = "reward_model",
-                         trust_remote_code: bool = False) -> RewardModelReference:
+                         trust_remote_code: bool = False, _seen: tuple[str, ...] = ()) -> RewardModelReference:
     """Check a reward-model reference from its files alone (no model loads) and say what it names.
 
-    InputError (naming `field` and the path) for: the shipped model missing, a missing folder, a file, a folder
-    without config.json, one of another kind, an unreadable safetensors file, and a classifier folder that asks to
-    run its own code without `trust_remote_code`.
+    InputError (naming `field` and the path) for: the shipped model missing, a missing folder, a file that is no
+    reward set, a folder without config.json, one of another kind, an unreadable safetensors file, a classifier
+    folder that asks to run its own code without `trust_remote_code`, and a reward-set file with a bad component
+    or a bad reward_model of its own.
     """
-    from paretoalign.embed.models import REMOTE_CODE_HINT, check_model_files, check_remote_code
-
     text = str(reference)
-    if text == DEFAULT_RM_ALIAS:
-        location = resolve_rm_reference(text)
-        if not (Path(location) / CONFIG_FILE).is_file():
-            raise InputError(f"the shipped default reward model is missing from this installation (expected in "
-                             f"{location}); reinstall paretoalign, or {HINT}", path=text, field=field)
-    else:
-        location = text
-    path = Path(location).expanduser()
-    if not path.exists():
-        if text != DEFAULT_RM_ALIAS and _looks_like_hub_id(text):
-            config = _hub_config(text, field)
-            kind = _kind_of(config, text, field)
-            if kind == SEQUENCE_CLASSIFIER and "auto_map" in config and trust_remote_code is not True:
-                raise InputError(f"the hub model asks to run its own Python code (an 'auto_map' in its config.json); "
-                                 f"{REMOTE_CODE_HINT}", path=text, field=field)
-            return RewardModelReference(text, text, kind)
-        raise InputError(f"no such reward model folder: {HINT}", path=text, field=field)
-    if not path.is_dir():
-        raise InputError(f"is a file, not a reward model folder: {HINT}", path=text, field=field)
-    config_path = path / CONFIG_FILE
-    if not config_path.is_file():
-        raise InputError(f"no reward model here (no {CONFIG_FILE}): {HINT}", path=text, field=field)
-    kind = _kind_of(read_config_json(config_path), str(config_path), field)
-    if kind == SEQUENCE_CLASSIFIER:
-        check_remote_code(path, trust_remote_code=trust_remote_code is True,
-                          context=f"the sequence-classifier reward model given as {field}")
-    check_model_files(path)
-    return RewardModelReference(text, str(path), kind)
+    if not is_reward_set_file(text):
+        return model_loading.inspect_reward_model(text, field=field, trust_remote_code=trust_remote_code)
+    spec = read_spec_file(text)
+    check_spec(spec, path=text)
+    nested = _nested(text, spec, _seen)
+    if nested is not None:
+        try:
+            inspect_reward_model(nested, field="reward_model", trust_remote_code=trust_remote_code,
+                                 _seen=(*_seen, str(Path(text).expanduser().resolve())))
+        except InputError as exc:
+            where = exc.path if exc.line is None else f"{exc.path}:{exc.line}"
+            raise InputError(f"its reward model {nested!r} cannot be used: {where}: {exc.reason}", path=text,
+                             field="reward_model") from None
+    return RewardModelReference(text, str(Path(text).expanduser()), REWARD_SET)
 
 
 def load_reward_model(reference: str | os.PathLike, *, trust_remote_code: bool = False,
-                      field: str = "reward_model") -> RewardModel | SequenceClassifierRM:
+                      field: str = "reward_model") -> RewardModel | SequenceClassifierRM | RewardSet:
     """The reward model a reference names (see the module); `trust_remote_code` is the caller's choice."""
+    if not is_reward_set_file(reference):
+        return model_loading.load_reward_model(reference, trust_remote_code=trust_remote_code, field=field)
     ref = inspect_reward_model(reference, field=field, trust_remote_code=trust_remote_code)
-    if ref.kind == PARETOALIGN:
-        return RewardModel.from_pretrained(ref.location, trust_remote_code=trust_remote_code is True)
-    return SequenceClassifierRM.from_pretrained(ref.location, trust_remote_code=trust_remote_code is True)
+    spec = read_spec_file(ref.location)
+    nested = spec.get("reward_model")
+    rm = None
+    if nested is not None and check_spec(spec, path=ref.location).needs_reward_model:
+        rm = load_reward_model(str(nested), trust_remote_code=trust_remote_code, field="reward_model")
+    return RewardSet.from_spec(spec, reward_model=rm, path=ref.location, trust_remote_code=trust_remote_code)
 
 
-def reward_model_inputs(directory: str | os.PathLike) -> list[str]:
+def reward_model_inputs(directory: str | os.PathLike, *, _seen: tuple[str, ...] = ()) -> list[str]:
     """A saved reward model folder (``default``: the shipped one) and the local backbone model its config.json names
-    (read, nothing loaded): the inputs an output must not overwrite."""
-    directory = resolve_rm_reference(str(directory))
-    out = [str(directory)]
-    config = read_json_or_none(Path(directory) / CONFIG_FILE)
-    backbone = config.get("backbone") if isinstance(config, dict) else None
-    if isinstance(backbone, dict):
-        out.extend(existing_paths([backbone.get("model")]))
-    return out
+    (read, nothing loaded): the inputs an output must not overwrite. For a reward-set file: the file and the inputs
+    of its reward model."""
+    if not is_reward_set_file(directory):
+        return model_loading.reward_model_inputs(directory)
+    key = str(Path(str(directory)).expanduser().resolve())
+    if key in _seen:
+        return []  # a reward set naming itself: refused by the inspection
+    try:
+        nested = read_spec_file(str(directory)).get("reward_model")
+    except InputError:
+        nested = None  # the inspection that follows reports the bad file
+    inner = reward_model_inputs(str(nested), _seen=(*_seen, key)) if isinstance(nested, str) else []
+    return [str(directory), *inner]

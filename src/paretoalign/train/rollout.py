@@ -1,9 +1,10 @@
-"""The one rollout-and-scoring loop of the online trainers (BOND, J-BOND, WARP).
+"""The one rollout-and-scoring loop of the online trainers (BOND, J-BOND, WARP, GRPO).
 
 Supports: sampling n responses per prompt from any causal LM (trained policy, anchor or reference) with the
 inference engine (one prefill per prompt, per-candidate seeded generators), seeds derived from (seed, step, role)
 so a resumed run draws the same samples, scoring every response with the multi-objective RM (gating or user
-weights), and turning samples into token rows for the training forward pass.
+weights) or a `RewardSet` of several rewards (each sample keeps its per-objective vector), optionally through an
+InfAlign reward transform, and turning samples into token rows for the training forward pass.
 
 Assumes responses cut at max_new_tokens are still trained on and scored as they are (their `finished` flag is
 kept in the metrics).
@@ -41,6 +42,8 @@ class Sample:
     text: str
     finished: bool
     reward: float = float("nan")
+    objectives: np.ndarray | None = None
+    """The scorer's per-objective vector (a RewardSet: its components' raw values), set by `score_samples`."""
 
 
 def step_seed(seed: int, step: int, role: str) -> int:
@@ -62,13 +65,16 @@ def sample_responses(model: CausalLM, tokenizer: Tokenizer, prompt_ids: Sequence
 
 
 def score_samples(reward_model: Scorer, prompts: Sequence[Any], samples: Sequence[Sample], weights: Any = None) -> None:
-    """Set each sample's reward: the RM's score of (its prompt, its text) with `weights` (None: gating)."""
+    """Set each sample's reward (the RM's score of (its prompt, its text) with `weights`, None: gating) and its
+    per-objective vector."""
     if not samples:
         return
     out = reward_model.score([as_messages(prompts[s.prompt_index]) for s in samples], [s.text for s in samples],
                              weights=weights)
-    for s, r in zip(samples, out.score, strict=True):
+    objectives = np.asarray(out.objectives, dtype=np.float64)
+    for i, (s, r) in enumerate(zip(samples, out.score, strict=True)):
         s.reward = float(r)
+        s.objectives = objectives[i].copy()
 
 
 def sample_rows(samples: Sequence[Sample], prompt_ids: dict[int, list[int]], max_length: int) -> list[Row]:
@@ -96,10 +102,16 @@ def fit_prompts(prompt_ids: Sequence[list[int]], max_length: int, max_new_tokens
 
 def load_prompts(path: str | None, max_prompts: int | None) -> list[list[dict[str, str]]]:
     """Prompts (message lists) from a prompt file, or the distinct prompts of the bundled default pairs."""
+    return [row.messages if hasattr(row, "messages") else row for row in load_prompt_rows(path, max_prompts)]
+
+
+def load_prompt_rows(path: str | None, max_prompts: int | None) -> list[Any]:
+    """The prompt file's rows (`data.prompts.PromptRow`, with any per-prompt constraints), or the distinct prompts
+    (message lists) of the bundled default pairs."""
     if path is not None:
         from paretoalign.data.prompts import read_prompts
 
-        prompts = [row.messages for row in read_prompts(path)]
+        prompts: list[Any] = list(read_prompts(path))
     else:
         from paretoalign.train.dpo_trainer import load_pairs
 
@@ -118,12 +130,38 @@ def load_prompts(path: str | None, max_prompts: int | None) -> list[list[dict[st
 
 def online_inputs(config: Any, prompts: Sequence[Any] | None, reward_model: Scorer | str | os.PathLike | None
                   ) -> tuple[list[Any], Scorer]:
-    """(prompts, loaded RM) of an online trainer: the given ones or the config's; weights checked against the RM."""
+    """(prompts, scorer) of an online trainer: the given prompts or the config's; the scorer is the RM, or with
+    ``config.rewards`` a `RewardSet` over it (the prompt file's constraints attached), wrapped by
+    ``config.reward_transform`` when set and probed once; weights checked against it. Call before claiming the run
+    directory: every error here comes before anything is written."""
     from paretoalign.inference.best_of_n import load_reward_model
 
-    prompts = list(prompts) if prompts is not None else load_prompts(config.prompts, config.max_prompts)
-    reward_model = load_reward_model(reward_model if reward_model is not None else config.reward_model,
-                                     trust_remote_code=config.trust_remote_code)
+    rows = None if prompts is not None else load_prompt_rows(config.prompts, config.max_prompts)
+    prompts = list(prompts) if prompts is not None else [getattr(r, "messages", r) for r in rows]
+    source = reward_model if reward_model is not None else config.reward_model
+    rewards = getattr(config, "rewards", None)
+    if rewards is not None:
+        from paretoalign.rewards.reward_set import RewardSet
+
+        rm = str(source) if isinstance(source, (str, os.PathLike)) else source  # a reference loads only if read
+        reward_model = RewardSet.from_spec({"rewards": rewards, "aggregation": config.aggregation}, reward_model=rm,
+                                           trust_remote_code=config.trust_remote_code)
+    else:
+        reward_model = load_reward_model(source, trust_remote_code=config.trust_remote_code)
+    if rows is not None and hasattr(reward_model, "attach_prompts"):
+        prompt_rows = [r for r in rows if hasattr(r, "messages")]
+        if prompt_rows:
+            reward_model.attach_prompts(prompt_rows)
+    if hasattr(reward_model, "check_prompts"):
+        reward_model.check_prompts(prompts)
+    transform = getattr(config, "reward_transform", None)
+    if transform is not None:
+        from paretoalign.train.reward_transform import wrap_reward_transform
+
+        reward_model = wrap_reward_transform(reward_model, transform)
+        reward_model.check_prompts(prompts)  # every training prompt must be in the calibration table
+    if hasattr(reward_model, "probe"):
+        reward_model.probe()
     if config.weights is not None:
         unknown = [k for k in config.weights if k not in reward_model.objective_names]
         if unknown:

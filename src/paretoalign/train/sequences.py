@@ -135,6 +135,16 @@ def row_logprob_sums(model: CausalLM | torch.nn.Module, rows: Sequence[Row], pad
     return sequence_logprob_sums(logits, batch.input_ids, batch.response_mask)
 
 
+def row_token_logprobs(model: CausalLM | torch.nn.Module, rows: Sequence[Row], pad_id: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p of each predicted token (rows, length − 1), zero off the response; the response-token mask) of encoded
+    rows in one right-padded forward pass (gradients flow if enabled)."""
+    batch = collate_rows(rows, pad_id)
+    logits = forward_logits(model, batch)
+    batch = batch.to(logits.device)
+    return token_logprobs(logits, batch), batch.response_mask[:, 1:]
+
+
 def token_kl(logits_p: torch.Tensor, logits_q: torch.Tensor, batch: RowBatch) -> torch.Tensor:
     """Per-row sum over response positions of the full-vocabulary KL(p(·|prefix) ‖ q(·|prefix))."""
     mask = batch.response_mask[:, 1:].to(logits_p.device)

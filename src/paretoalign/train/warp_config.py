@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from paretoalign.errors import InputError
 from paretoalign.train.online_config import OnlineTrainingConfig
+from paretoalign.train.reward_weighting import WEIGHTING_MODES, WEIGHTING_SPECS
 from paretoalign.validation import positive_float, positive_int, unit_interval
 
 
@@ -34,6 +36,13 @@ class WARPConfig(OnlineTrainingConfig):
         metadata={"help": "After the last iteration, also save theta_eta for each of these eta (run_dir/eta-<eta>): "
                           "the reward-KL front over eta (`paretoalign front`)."})
     batch_size: int = field(default=4, metadata={"help": "Prompts per optimizer step."})
+    weighting: str = field(
+        default="fixed",
+        metadata={"help": "How several rewards (a reward set's components) are weighted each step: fixed (the "
+                          "configured weights), hypervolume or maxmin (see train.reward_weighting); the gradient "
+                          "modes (gradient, pama) are GRPO-only."})
+    weighting_params: dict[str, Any] | None = field(
+        default=None, metadata={"help": "Parameters of the weighting mode (its own names; see its help)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -52,3 +61,13 @@ class WARPConfig(OnlineTrainingConfig):
             raise InputError("eta_grid must be a list of numbers in [0, 1]", field="eta_grid")
         for eta in self.eta_grid:
             unit_interval(eta, "eta_grid")
+        if not isinstance(self.weighting, str) or self.weighting not in WEIGHTING_MODES:
+            raise InputError(f"unknown weighting mode {self.weighting!r}; choose one of {', '.join(WEIGHTING_MODES)}",
+                             field="weighting")
+        if WEIGHTING_SPECS[self.weighting].needs_gradients:
+            raise InputError(f"weighting={self.weighting!r} mixes per-objective gradients, which WARP's REINFORCE "
+                             "does not compute: use fixed, hypervolume or maxmin (or train with grpo)",
+                             field="weighting")
+        if self.weighting_params is not None and not isinstance(self.weighting_params, dict):
+            raise InputError("weighting_params must be a mapping of the mode's parameters or null",
+                             field="weighting_params")

@@ -19,6 +19,12 @@ directory, a temporary file of the weights it changed); SLERP and LITI stream ov
 live model in place. A LoRA run whose live model is on the training device shares every weight it does not adapt
 with it (its policy and its EMA anchor own copies of the adapted ones only).
 
+Several rewards (``rewards`` in the config, or a reward-set file as the RM): each sample's component vector is
+scalarised with this step's weights of the ``weighting`` mode (`reward_weighting`: fixed — the configured
+weights —, hypervolume — times its meta-reward —, or maxmin — one-hot on the worst-served component); otherwise the
+reward is the scorer's score (K = 1). Each step logs ``weights``; a run's checkpoint keeps the weighting's state.
+The gradient modes (gradient, pama) are GRPO's only.
+
 Assumes temperature-1 sampling and an RM whose score is comparable across prompts only through the
 leave-one-out baseline (each prompt is its own baseline).
 """
@@ -34,6 +40,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from paretoalign.atomic_io import atomic_directory, write_json_atomic
@@ -77,6 +84,8 @@ from paretoalign.train.weight_ops import SafetensorsReader, SafetensorsWriter, e
 if TYPE_CHECKING:
     from paretoalign.embed.protocols import CausalLM, Tokenizer
     from paretoalign.rewards.protocols import Scorer
+    from paretoalign.train.reward_weighting import RewardWeighting
+    from paretoalign.train.rollout import Sample
 
 
 def leave_one_out_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -96,6 +105,41 @@ def kl_regularized_reward(reward: torch.Tensor, policy_logp: torch.Tensor, ancho
 def reinforce_loss(advantages: torch.Tensor, policy_logp: torch.Tensor) -> torch.Tensor:
     """Per-sample REINFORCE loss −sg(A) · log π(y)."""
     return -advantages.detach() * policy_logp
+
+
+def reward_weighting(config: WARPConfig, scorer: Scorer) -> tuple[RewardWeighting, bool]:
+    """(the run's weighting mode, whether it weights the scorer's component vectors): a reward set's components
+    (no transform), else one objective, the scorer's score."""
+    from accelerate import PartialState
+
+    from paretoalign.train.reward_weighting import build_weighting
+
+    multi = config.reward_transform is None and hasattr(scorer, "components_matrix") and hasattr(scorer, "weights")
+    if multi:
+        resolved = scorer.resolve_weights(config.weights) if config.weights is not None else None
+        weights = np.asarray(scorer.weights if resolved is None else resolved, dtype=np.float64)
+        names = list(scorer.objective_names)
+    else:
+        weights, names = np.ones(1), ["score"]
+    if config.weighting != "fixed" and PartialState().num_processes > 1:
+        raise InputError(f"weighting={config.weighting!r} compares batch means, which would differ between "
+                         "processes: run WARP in one process or use weighting=fixed", field="weighting")
+    return build_weighting(config.weighting, weights, names, config.weighting_params), multi
+
+
+def step_rewards(weighting: RewardWeighting, multi: bool, samples: Sequence[Sample], k: int, step: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the training reward of each scored sample, the (n, K) reward matrix, this step's weights)."""
+    if multi:
+        matrix = np.stack([np.asarray(s.objectives, dtype=np.float64) for s in samples])
+    else:
+        matrix = np.asarray([[s.reward] for s in samples], dtype=np.float64)
+    weights = np.asarray(weighting.step_weights(matrix, k, step), dtype=np.float64)
+    reward = matrix[:, 0] * weights[0] if matrix.shape[1] == 1 else matrix @ weights
+    scale = weighting.sample_scale(matrix, k)
+    if scale is not None:
+        reward = reward * np.asarray(scale, dtype=np.float64)
+    return reward, matrix, weights
 
 
 def run_dir_of(config: WARPConfig, iteration: int, run: int) -> Path | None:
@@ -189,6 +233,9 @@ def rl_run(config: WARPConfig, init_model: CausalLM, tokenizer: Tokenizer, rewar
     params = config.sampling_params()
     micro = config.micro_batch_size or config.batch_size
     k = config.samples_per_prompt
+    weighting, multi = reward_weighting(config, reward_model)
+    if run.checkpoint is not None and "weighting" in run.checkpoint.method_state:
+        weighting.load_state(run.checkpoint.method_state["weighting"])
 
     def anchor_state() -> dict[str, torch.Tensor]:
         named = dict(anchor.model.named_parameters())
@@ -200,6 +247,7 @@ def rl_run(config: WARPConfig, init_model: CausalLM, tokenizer: Tokenizer, rewar
                                   seed=sub.seed, step=run.step, role="policy")
         flat = [s for g in groups for s in g]
         score_samples(reward_model, prompts, flat, config.weights)
+        train_reward, matrix, _ = step_rewards(weighting, multi, flat, k, run.step)
         id_map = {i: prompt_ids[i] for i in mine}
         stats: dict[str, list[float]] = {"loss": [], "kl": [], "shaped": []}
         for m in range(0, len(mine), micro):
@@ -208,7 +256,7 @@ def rl_run(config: WARPConfig, init_model: CausalLM, tokenizer: Tokenizer, rewar
             logp = row_logprob_sums(run.model, rows, run.pad_id)
             with anchor.active() as anchor_model:
                 anchor_logp = row_logprob_sums(anchor_model, rows, run.pad_id).to(logp.device)
-            reward = torch.tensor([s.reward for s in part], dtype=logp.dtype, device=logp.device)
+            reward = torch.tensor(train_reward[m * k:m * k + len(part)], dtype=logp.dtype, device=logp.device)
             shaped = kl_regularized_reward(reward, logp, anchor_logp, config.kl_beta)
             adv = leave_one_out_advantages(shaped.view(-1, k)).view(-1)
             losses = reinforce_loss(adv, logp)
@@ -221,10 +269,15 @@ def rl_run(config: WARPConfig, init_model: CausalLM, tokenizer: Tokenizer, rewar
         run.log({"iteration": iteration, "run": index, "loss": mean_finite(stats["loss"]),
                  "reward": mean_finite([s.reward for s in flat]), "kl": mean_finite(stats["kl"]),
                  "shaped_reward": mean_finite(stats["shaped"]),
-                 "finished": sum(s.finished for s in flat) / max(len(flat), 1), "grad_norm": norm})
+                 "finished": sum(s.finished for s in flat) / max(len(flat), 1), "grad_norm": norm,
+                 "weights": weighting.named_weights(),
+                 **({f"reward/{n}": float(matrix[:, j].mean()) for j, n in enumerate(weighting.names)}
+                    if multi else {}),
+                 **({"train_reward": mean_finite(train_reward.tolist())} if config.weighting != "fixed" else {})})
         if run.checkpoint_due():
-            write_checkpoint(run, tensor_groups={"anchor": anchor_state()})
-    write_checkpoint(run, tensor_groups={"anchor": anchor_state()})
+            write_checkpoint(run, method_state={"weighting": weighting.state()},
+                             tensor_groups={"anchor": anchor_state()})
+    write_checkpoint(run, method_state={"weighting": weighting.state()}, tensor_groups={"anchor": anchor_state()})
     trained = finish_run(run, {"num_prompts": len(prompts), "iteration": iteration, "run": index})
     if sub_dir is not None and run.accelerator.is_main_process:
         return SafetensorsReader.policy(sub_dir / POLICY_DIR, name=name)
@@ -279,6 +332,7 @@ def train_warp(config: WARPConfig, prompts: Sequence[Any] | None = None, *, mode
 
     check_run_dir("warp", config, overwrite=overwrite)
     prompts, reward_model = online_inputs(config, prompts, reward_model)
+    reward_weighting(config, reward_model)  # bad weighting parameters fail before the run directory is claimed
     if model is None:
         loaded, tokenizer = load_causal_lm(config.model, trust_remote_code=config.trust_remote_code)
         live = freeze(loaded)  # loaded here, so no one else holds it: it becomes the live model itself

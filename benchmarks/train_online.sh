@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Online multi-objective alignment on SmolLM2-135M-Instruct (LoRA) with verifiable constraints (issue 13).
+# Task: held-out HH-RLHF helpful-base prompts with a word limit and sometimes a required word attached
+# (benchmarks/constrained_prompts.py); reward = constraint satisfaction (checkers) + the default RM's helpfulness.
+# Usage: bash benchmarks/train_online.sh [OUT]     (default runs/online)
+#   ONLY="grpo-fixed jbond" bash benchmarks/train_online.sh   trains only those runs (the front uses what exists).
+# Every run: 4 prompts x 4 samples per step, 128-token responses, LoRA r=16 (benchmarks/online/grpo_base.yaml).
+# Cost on 2 CPU cores: about 43 s per GRPO step (PAMA: one extra backward per objective), so ~15 min per run.
+set -euo pipefail
+OUT=${1:-runs/online}
+PA=${PA:-.venv/bin/paretoalign}
+PY=${PY:-.venv/bin/python}
+BASE=benchmarks/online/grpo_base.yaml
+mkdir -p "$OUT/logs"
+test -f "$OUT/prompts_train.jsonl" || $PY benchmarks/constrained_prompts.py --out "$OUT"
+PROMPTS="prompts=$OUT/prompts_train.jsonl"
+W50='rewards=[{name: constraints, checker: prompt_constraints, weight: 0.5}, {name: helpfulness, rm: helpfulness, weight: 0.5}]'
+W90='rewards=[{name: constraints, checker: prompt_constraints, weight: 0.9}, {name: helpfulness, rm: helpfulness, weight: 0.1}]'
+W10='rewards=[{name: constraints, checker: prompt_constraints, weight: 0.1}, {name: helpfulness, rm: helpfulness, weight: 0.9}]'
+
+wanted() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+run() {  # name, command...
+  local name=$1; shift
+  wanted "$name" || return 0
+  if [ -f "$OUT/$name/training.json" ]; then echo "skip $name (done)"; return; fi
+  echo "== $name: $*"
+  /usr/bin/time -v "$@" > "$OUT/logs/$name.log" 2>&1 || { tail -20 "$OUT/logs/$name.log"; exit 1; }
+  grep -E "trained in|Maximum resident|Elapsed" "$OUT/logs/$name.log"
+}
+
+# GRPO, fixed weights 0.5/0.5 (normalise-then-sum), then the sweep points 0.9/0.1 and 0.1/0.9
+run grpo-fixed $PA grpo --config $BASE --output-dir "$OUT/grpo-fixed" "$PROMPTS" "$W50"
+run grpo-pama $PA grpo --config $BASE --output-dir "$OUT/grpo-pama" "$PROMPTS" "$W50" weighting=pama
+run grpo-c90 $PA grpo --config $BASE --output-dir "$OUT/grpo-c90" "$PROMPTS" "$W90"
+run grpo-hv $PA grpo --config $BASE --output-dir "$OUT/grpo-hv" "$PROMPTS" "$W50" weighting=hypervolume \
+  scale_rewards=false
+run grpo-grad $PA grpo --config $BASE --output-dir "$OUT/grpo-grad" "$PROMPTS" "$W50" weighting=gradient
+run grpo-c10 $PA grpo --config $BASE --output-dir "$OUT/grpo-c10" "$PROMPTS" "$W10"
+# J-BOND: Best-of-2 of an EMA anchor on the same scalar reward (0.5/0.5), 20 steps of 4 prompts
+run jbond $PA bond --output-dir "$OUT/jbond" "$PROMPTS" "$W50" variant=jbond max_steps=20 anchor_ema=0.05 \
+  learning_rate=2.0e-4 max_new_tokens=128 max_length=256 batch_size=4 progress=false seed=0
+# WARP: 2 REINFORCE runs x 10 steps of 4 prompts x 4 samples, SLERP, LITI grid
+run warp $PA warp --output-dir "$OUT/warp" "$PROMPTS" "$W50" max_steps=10 num_runs=2 samples_per_prompt=4 \
+  ema_rate=0.05 kl_beta=0.05 learning_rate=2.0e-4 max_new_tokens=128 max_length=256 batch_size=4 progress=false \
+  "eta_grid=[0.5,1.0]" liti_eta=1.0 seed=0
+
+wanted front || exit 0
+echo "== front"
+runs=(); names=()
+for r in grpo-fixed grpo-pama grpo-c90 grpo-hv grpo-grad grpo-c10 jbond warp; do
+  if [ -f "$OUT/$r/training.json" ]; then runs+=("$OUT/$r/policy"); names+=("$r"); fi
+done
+/usr/bin/time -v $PA front --output "$OUT/report" --prompts "$OUT/prompts_eval.jsonl" --samples-per-prompt 4 \
+  --max-new-tokens 128 --bon 2,4,8,16 --seed 1 --reward-model benchmarks/online/eval_rewards.yaml \
+  --title "SmolLM2-135M-Instruct: constraint satisfaction vs helpfulness vs KL (held-out prompts)" \
+  --runs "${runs[@]}" --names "${names[@]}" > "$OUT/logs/front.log" 2>&1 || { tail -20 "$OUT/logs/front.log"; exit 1; }
+grep -v "Command being\|^\s" "$OUT/logs/front.log" | tail -30
