@@ -21,6 +21,7 @@ from paretoalign.cli.args import (
 )
 from paretoalign.cli.common import check_prompts_fit, merged_rows
 from paretoalign.cli.flags import BATCH_ROWS, MAX_NEW_TOKENS, QUIET, RM_REFERENCE_HELP, TRUST_ANY_MODEL, WEIGHTS, flag
+from paretoalign.cli.inference import attach_prompt_constraints
 
 FLAGS = (
     flag("--model", "--policy", dest="policy", default="smollm2",
@@ -74,8 +75,7 @@ def cmd_deal(args: argparse.Namespace) -> int:
     weights = parse_weights(args.weights)
     reward_model = load_cli_reward_model(args.rm, "--reward-model", args.trust_remote_code)
     check_rm_weights(weights, reward_model)
-    if hasattr(reward_model, "attach_prompts"):
-        reward_model.attach_prompts(rows)
+    attach_prompt_constraints(reward_model, rows)
     if hasattr(reward_model, "probe"):
         reward_model.probe()
     policy = Policy.from_pretrained(args.policy, trust_remote_code=args.trust_remote_code)

@@ -48,10 +48,11 @@ from paretoalign.train.grpo_config import GRPOConfig
 from paretoalign.train.grpo_loss import GRPOLossTerms, grpo_loss
 from paretoalign.train.policy_setup import build_reference, initial_copy, trainable_parameters
 from paretoalign.train.rollout import (
-    Sample,
+    RewardSource,
     fit_prompts,
     mean_finite,
     online_inputs,
+    reward_source,
     sample_responses,
     sample_rows,
     score_samples,
@@ -64,40 +65,17 @@ if TYPE_CHECKING:
     from paretoalign.rewards.protocols import Scorer
     from paretoalign.train.reward_weighting import RewardWeighting
 
-SCORE_NAME = "score"
-"""The single objective's name when the reward is one scorer's score."""
 DEFAULT_AGGREGATION = "sum_then_normalize"
 
 
-@dataclass
-class RewardSource:
-    """What the trainer optimises: the objectives' names, their configured weights and how they are aggregated."""
-
-    names: list[str]
-    weights: np.ndarray
-    aggregation: str
-    multi: bool
-    """True: the matrix is the scorer's per-component vectors; False: one column, the scorer's score."""
-
-    def matrix(self, samples: Sequence[Sample]) -> np.ndarray:
-        """(n, K) rewards of scored samples."""
-        if self.multi:
-            return np.stack([np.asarray(s.objectives, dtype=np.float64) for s in samples])
-        return np.asarray([[s.reward] for s in samples], dtype=np.float64)
-
-
-def reward_source(config: GRPOConfig, scorer: Scorer) -> RewardSource:
-    """The objectives GRPO optimises with `scorer`: a RewardSet's components (no transform), else its score."""
-    multi = config.reward_transform is None and hasattr(scorer, "components_matrix") and hasattr(scorer, "weights")
-    if not multi:
-        return RewardSource([SCORE_NAME], np.ones(1), config.aggregation, False)
-    own = getattr(scorer, "aggregation", config.aggregation)
-    if config.rewards is None and config.aggregation not in (DEFAULT_AGGREGATION, own):
-        raise InputError(f"aggregation={config.aggregation!r} disagrees with the reward set's own {own!r}: set it "
-                         "in one place", field="aggregation")
-    weights = scorer.resolve_weights(config.weights) if config.weights is not None else None
-    weights = np.asarray(scorer.weights if weights is None else weights, dtype=np.float64)
-    return RewardSource(list(scorer.objective_names), weights, own, True)
+def grpo_reward_source(config: GRPOConfig, scorer: Scorer) -> RewardSource:
+    """`rollout.reward_source`, refusing a config aggregation that disagrees with a reward-set file's own."""
+    source = reward_source(config, scorer)
+    if source.multi and config.rewards is None and config.aggregation not in (DEFAULT_AGGREGATION,
+                                                                             source.aggregation):
+        raise InputError(f"aggregation={config.aggregation!r} disagrees with the reward set's own "
+                         f"{source.aggregation!r}: set it in one place", field="aggregation")
+    return source
 
 
 def _flat(grads: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -200,7 +178,7 @@ def train_grpo(config: GRPOConfig, prompts: Sequence[Any] | None = None, *, mode
 
     check_run_dir("grpo", config, overwrite=overwrite)
     prompts, scorer = online_inputs(config, prompts, reward_model)
-    source = reward_source(config, scorer)
+    source = grpo_reward_source(config, scorer)
     weighting = build_weighting(config.weighting, source.weights, source.names, config.weighting_params)
     if weighting.needs_gradients and PartialState().num_processes > 1:
         raise InputError(f"weighting={config.weighting!r} mixes per-objective gradients, which runs in a single "

@@ -44,11 +44,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from paretoalign.errors import InputError
+from paretoalign.rewards.reward_set import SIMPLEX_TOLERANCE
 
 if TYPE_CHECKING:
     import torch
 
-SIMPLEX_TOL = 1e-6
 MAX_ENUMERATED_OBJECTIVES = 12
 
 
@@ -112,7 +112,7 @@ def check_simplex(weights: Any, k: int, *, field: str = "weights") -> np.ndarray
         raise InputError(f"weights must be a vector of {k} numbers, got {weights!r}", field=field) from None
     if w.shape != (k,):
         raise InputError(f"expected {k} weights (one per objective), got {w.size}", field=field)
-    if not np.all(np.isfinite(w)) or np.any(w < 0) or abs(float(w.sum()) - 1.0) > SIMPLEX_TOL:
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or abs(float(w.sum()) - 1.0) > SIMPLEX_TOLERANCE:
         raise InputError(f"weights must lie on the simplex (finite, >= 0, summing to 1), got {w.tolist()}",
                          field=field)
     return w

@@ -170,6 +170,40 @@ def online_inputs(config: Any, prompts: Sequence[Any] | None, reward_model: Scor
     return prompts, reward_model
 
 
+SCORE_NAME = "score"
+"""The single objective's name when the reward is one scorer's score."""
+
+
+@dataclass
+class RewardSource:
+    """What an online trainer optimises: the objectives' names, their configured weights and how GRPO aggregates
+    them."""
+
+    names: list[str]
+    weights: np.ndarray
+    aggregation: str
+    multi: bool
+    """True: the matrix is the scorer's per-component vectors; False: one column, the scorer's score."""
+
+    def matrix(self, samples: Sequence[Sample]) -> np.ndarray:
+        """(n, K) rewards of scored samples."""
+        if self.multi:
+            return np.stack([np.asarray(s.objectives, dtype=np.float64) for s in samples])
+        return np.asarray([[s.reward] for s in samples], dtype=np.float64)
+
+
+def reward_source(config: Any, scorer: Scorer) -> RewardSource:
+    """The objectives an online trainer optimises with `scorer`: a RewardSet's components (when no reward transform
+    replaces them by one score), with the config's weights resolved by name, else one objective, its score."""
+    multi = config.reward_transform is None and hasattr(scorer, "components_matrix") and hasattr(scorer, "weights")
+    if not multi:
+        return RewardSource([SCORE_NAME], np.ones(1), config.aggregation, False)
+    resolved = scorer.resolve_weights(config.weights) if config.weights is not None else None
+    weights = np.asarray(scorer.weights if resolved is None else resolved, dtype=np.float64)
+    return RewardSource(list(scorer.objective_names), weights, getattr(scorer, "aggregation", config.aggregation),
+                        True)
+
+
 def mean_finite(values: Sequence[float]) -> float:
     """Mean of the finite values (NaN when there are none)."""
     arr = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)

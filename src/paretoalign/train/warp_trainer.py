@@ -60,9 +60,11 @@ from paretoalign.train.policy_setup import (
     training_device,
 )
 from paretoalign.train.rollout import (
+    RewardSource,
     fit_prompts,
     mean_finite,
     online_inputs,
+    reward_source,
     sample_responses,
     sample_rows,
     score_samples,
@@ -107,33 +109,23 @@ def reinforce_loss(advantages: torch.Tensor, policy_logp: torch.Tensor) -> torch
     return -advantages.detach() * policy_logp
 
 
-def reward_weighting(config: WARPConfig, scorer: Scorer) -> tuple[RewardWeighting, bool]:
-    """(the run's weighting mode, whether it weights the scorer's component vectors): a reward set's components
-    (no transform), else one objective, the scorer's score."""
+def reward_weighting(config: WARPConfig, scorer: Scorer) -> tuple[RewardWeighting, RewardSource]:
+    """(the run's weighting mode, the rewards it weights: `rollout.reward_source`)."""
     from accelerate import PartialState
 
     from paretoalign.train.reward_weighting import build_weighting
 
-    multi = config.reward_transform is None and hasattr(scorer, "components_matrix") and hasattr(scorer, "weights")
-    if multi:
-        resolved = scorer.resolve_weights(config.weights) if config.weights is not None else None
-        weights = np.asarray(scorer.weights if resolved is None else resolved, dtype=np.float64)
-        names = list(scorer.objective_names)
-    else:
-        weights, names = np.ones(1), ["score"]
+    source = reward_source(config, scorer)
     if config.weighting != "fixed" and PartialState().num_processes > 1:
         raise InputError(f"weighting={config.weighting!r} compares batch means, which would differ between "
                          "processes: run WARP in one process or use weighting=fixed", field="weighting")
-    return build_weighting(config.weighting, weights, names, config.weighting_params), multi
+    return build_weighting(config.weighting, source.weights, source.names, config.weighting_params), source
 
 
-def step_rewards(weighting: RewardWeighting, multi: bool, samples: Sequence[Sample], k: int, step: int
+def step_rewards(weighting: RewardWeighting, source: RewardSource, samples: Sequence[Sample], k: int, step: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(the training reward of each scored sample, the (n, K) reward matrix, this step's weights)."""
-    if multi:
-        matrix = np.stack([np.asarray(s.objectives, dtype=np.float64) for s in samples])
-    else:
-        matrix = np.asarray([[s.reward] for s in samples], dtype=np.float64)
+    matrix = source.matrix(samples)
     weights = np.asarray(weighting.step_weights(matrix, k, step), dtype=np.float64)
     reward = matrix[:, 0] * weights[0] if matrix.shape[1] == 1 else matrix @ weights
     scale = weighting.sample_scale(matrix, k)
@@ -233,7 +225,7 @@ def rl_run(config: WARPConfig, init_model: CausalLM, tokenizer: Tokenizer, rewar
     params = config.sampling_params()
     micro = config.micro_batch_size or config.batch_size
     k = config.samples_per_prompt
-    weighting, multi = reward_weighting(config, reward_model)
+    weighting, source = reward_weighting(config, reward_model)
     if run.checkpoint is not None and "weighting" in run.checkpoint.method_state:
         weighting.load_state(run.checkpoint.method_state["weighting"])
 
@@ -247,7 +239,7 @@ def rl_run(config: WARPConfig, init_model: CausalLM, tokenizer: Tokenizer, rewar
                                   seed=sub.seed, step=run.step, role="policy")
         flat = [s for g in groups for s in g]
         score_samples(reward_model, prompts, flat, config.weights)
-        train_reward, matrix, _ = step_rewards(weighting, multi, flat, k, run.step)
+        train_reward, matrix, _ = step_rewards(weighting, source, flat, k, run.step)
         id_map = {i: prompt_ids[i] for i in mine}
         stats: dict[str, list[float]] = {"loss": [], "kl": [], "shaped": []}
         for m in range(0, len(mine), micro):
@@ -272,7 +264,7 @@ def rl_run(config: WARPConfig, init_model: CausalLM, tokenizer: Tokenizer, rewar
                  "finished": sum(s.finished for s in flat) / max(len(flat), 1), "grad_norm": norm,
                  "weights": weighting.named_weights(),
                  **({f"reward/{n}": float(matrix[:, j].mean()) for j, n in enumerate(weighting.names)}
-                    if multi else {}),
+                    if source.multi else {}),
                  **({"train_reward": mean_finite(train_reward.tolist())} if config.weighting != "fixed" else {})})
         if run.checkpoint_due():
             write_checkpoint(run, method_state={"weighting": weighting.state()},
