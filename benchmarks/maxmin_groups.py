@@ -8,6 +8,10 @@ as user identities; it must put the helpful users in one group and the harmless 
 Held-out: TEST-side pairs of both subsets, scored by each group's head (one-hot weights) and by the pooled head
 (H = 1, the same data): pairwise accuracy per subset. Writes benchmarks/results/maxmin_groups.json.
 Run: ``.venv/bin/python benchmarks/maxmin_groups.py`` (MiniLM backbone, about 3 minutes on 2 cores).
+``--save-dir DIR`` also keeps the two reward models (``DIR/h2``: heads group0 / group1; ``DIR/h1``: the pooled head)
+and writes policy prompts for the MaxMin policy runs of ``train_online.sh``: ``DIR/prompts_train.jsonl`` (single-turn
+TRAIN-side prompts of both subsets, --policy-prompts per subset) and ``DIR/prompts_eval.jsonl`` (TEST side,
+--eval-prompts per subset).
 """
 
 from __future__ import annotations
@@ -63,6 +67,30 @@ def build(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     return train, test
 
 
+def policy_prompts(args: argparse.Namespace) -> dict[str, list[dict]]:
+    """Single-turn prompts of both subsets on each side of the split, --policy-prompts / --eval-prompts per subset."""
+    want = {"train": args.policy_prompts, "test": args.eval_prompts}
+    out: dict[str, list[dict]] = {"train": [], "test": []}
+    counts: dict[tuple[str, str], int] = {}
+    seen: set[str] = set()
+    for line in args.data.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if row["subset"] not in SUBSETS:
+            continue
+        messages = parse_hh_dialogue(row["prompt"])
+        text = messages[0]["content"].strip() if len(messages) == 1 else ""
+        if not text or len(text) > 400 or text in seen:
+            continue
+        side = split_of(messages)
+        key = (side, row["subset"])
+        if counts.get(key, 0) >= want[side]:
+            continue
+        seen.add(text)
+        counts[key] = counts.get(key, 0) + 1
+        out[side].append({"id": row["id"], "prompt": text, "subset": row["subset"]})
+    return out
+
+
 def accuracy(model, pairs: list[dict], weights: dict[str, float]) -> float:
     prompts = [p["prompt"] for p in pairs]
     chosen = model.score(prompts, [p["chosen"] for p in pairs], weights=weights).score
@@ -80,6 +108,10 @@ def main() -> None:
     parser.add_argument("--backbone", default="minilm")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "maxmin_groups.json")
+    parser.add_argument("--save-dir", type=Path, default=None,
+                        help="Keep the H=2 / H=1 models here (h2/, h1/) and write policy prompts beside them.")
+    parser.add_argument("--policy-prompts", type=int, default=64, help="Train-side policy prompts per subset.")
+    parser.add_argument("--eval-prompts", type=int, default=24, help="Test-side policy prompts per subset.")
     args = parser.parse_args()
 
     train, test = build(args)
@@ -91,7 +123,8 @@ def main() -> None:
         write_jsonl_atomic(path, train)
         for h in (2, 1):
             config = MaxMinRMConfig(data=str(path), n_groups=h, backbone=args.backbone, seed=args.seed,
-                                    progress=False)
+                                    progress=False,
+                                    output_dir=str(args.save_dir / f"h{h}") if args.save_dir else None)
             model, fit, _ = train_maxmin_rm(config)
             groups = {u: int(g) for u, g in zip(fit.users, fit.assignment, strict=True)}
             run = {"assignment": groups, "iterations": fit.iterations, "converged": fit.converged,
@@ -113,6 +146,9 @@ def main() -> None:
             "pooled_head": result["runs"]["H=1"]["accuracy"]["group0"]["harmless-base"],
             "majority_own_head": two["accuracy"][f"group{1 - minority_head}"]["helpful-base"],
             "majority_pooled_head": result["runs"]["H=1"]["accuracy"]["group0"]["helpful-base"]}
+    if args.save_dir:
+        for side, rows in policy_prompts(args).items():
+            write_jsonl_atomic(args.save_dir / f"prompts_{'eval' if side == 'test' else 'train'}.jsonl", rows)
     write_json_atomic(args.output, result)
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
     for name, run in result["runs"].items():

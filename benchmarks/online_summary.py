@@ -1,10 +1,15 @@
 """Summary of benchmarks/train_online.sh: every point of the front with paired gains over the reference, and what
 each training run cost.
 
-Reads OUT/report/front.json (written by `paretoalign front` on the held-out prompts), each run's training.json
-(steps, train_s) and its /usr/bin/time log (peak RSS, wall clock). Per point: each objective's mean and its paired
-gain over the reference ± the standard error over prompts (`eval.policy_eval.paired_gain`), KL, finished fraction
-and response tokens. Writes benchmarks/results/train_online.json (paths relative to the repo) and prints a table.
+Reads every OUT/report*/front.json (written by `paretoalign front`: ``report`` is the main front on the held-out
+constrained prompts; ``report-maxmin`` the MaxMin comparison; other ``report-<x>`` folders are extra fronts on the
+same prompts and seed, e.g. runs trained later), each run's training.json (steps, train_s) and its /usr/bin/time log
+(peak RSS, wall clock). Per point: each objective's mean and its paired gain over the reference ± the standard error
+over prompts (`eval.policy_eval.paired_gain`), KL, finished fraction, response tokens and, for Best-of-N and DeAL,
+the tokens evaluated per prompt. Writes benchmarks/results/train_online.json (paths relative to the repo): the main
+report at the top level, the others under ``reports``; a report not present in OUT keeps its section from the
+previous file (runs/ is not kept between machines), and an extra report whose reference differs from the main one
+(not the same prompts, seed or sampler) is flagged (``reference_matches_main``). Prints a table per report.
 Run: ``.venv/bin/python benchmarks/online_summary.py [OUT]`` (default runs/online).
 """
 
@@ -46,16 +51,22 @@ def run_cost(out: Path, name: str) -> dict:
     return cost
 
 
-def main() -> None:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "runs" / "online"
-    front = json.loads((out / "report" / "front.json").read_text())
+def load_points(report: Path) -> list[FrontPoint]:
+    """The FrontPoints of a front.json (JSON null -> NaN)."""
+    front = json.loads((report / "front.json").read_text())
     fields = set(FrontPoint.__dataclass_fields__)
     points = [FrontPoint(**{k: (float("nan") if v is None and k in ("reward",) else v) for k, v in p.items()
                             if k in fields}) for p in front["points"]]
-    for p in points:  # JSON null -> NaN in the per-prompt lists
+    for p in points:
         p.per_prompt_reward = [float("nan") if v is None else v for v in p.per_prompt_reward]
         p.per_prompt_objectives = {k: [float("nan") if v is None else v for v in vs]
                                    for k, vs in p.per_prompt_objectives.items()}
+    return points
+
+
+def summarize(out: Path, report: Path) -> dict:
+    """One report's section: every point with paired gains over its reference and each run's cost."""
+    points = load_points(report)
     ref = next(p for p in points if p.kind == "reference")
     names = list(ref.objectives)
     rows = []
@@ -69,21 +80,76 @@ def main() -> None:
             row[f"{k}_gain"], row[f"{k}_gain_se"] = gain, se
         if p.kind == "policy":
             row["cost"] = run_cost(out, p.name)
+        elif p.kind == "deal":
+            row["deal"] = p.meta.get("deal")
+            row["tokens_evaluated_per_prompt"] = p.meta.get("tokens_evaluated_per_prompt")
+            row["reward_calls_per_prompt"] = p.meta.get("reward_calls_per_prompt")
+            row["wall_s"] = p.meta.get("wall_s")
+        elif p.kind == "best_of_n":  # N draws of the reference's mean length (what sampling them cost)
+            row["tokens_evaluated_per_prompt"] = (p.n or 0) * ref.mean_response_tokens
         rows.append(row)
-    result = {"report": str((out / "report").resolve().relative_to(REPO)) if out.resolve().is_relative_to(REPO)
-              else "OUT/report", "num_prompts": ref.num_prompts, "objectives": names, "points": rows}
-    write_json_atomic(REPO / "benchmarks" / "results" / "train_online.json", result)
-    head = f"{'point':<14}" + "".join(f"{k + ' (gain ± s.e.)':>34}" for k in names) + f"{'KL':>8}{'fin':>6}{'tok':>6}"
+    rel = report.resolve()
+    return {"report": str(rel.relative_to(REPO)) if rel.is_relative_to(REPO) else f"OUT/{report.name}",
+            "num_prompts": ref.num_prompts, "objectives": names, "points": rows}
+
+
+def maxmin_groups(out: Path) -> dict:
+    """Which head is the minority group's (fewer users) in OUT/maxmin/h2/assignments.json."""
+    path = out / "maxmin" / "h2" / "assignments.json"
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text())
+    sizes = record["group_sizes"]
+    members = {g: sorted(u for u, gg in record["assignments"].items() if gg == g) for g in record["groups"]}
+    return {"group_sizes": sizes, "members": members, "minority_group": min(sizes, key=lambda g: (sizes[g], g))}
+
+
+def print_section(name: str, section: dict) -> None:
+    names = section["objectives"]
+    print(f"== {name} ({section['num_prompts']} prompts)")
+    head = f"{'point':<22}" + "".join(f"{k + ' (gain ± s.e.)':>34}" for k in names) + f"{'KL':>8}{'fin':>6}{'tok':>6}"
     print(head)
-    for r in rows:
+    for r in section["points"]:
         cells = "".join(f"{r[k]:>10.3f} ({r[k + '_gain']:+.3f} ± {r[k + '_gain_se'] or 0:.3f})".rjust(34)
                         for k in names)
         kl = f"{r['kl']:.3f}" + ("*" if r["kl_is_bound"] else "")
-        print(f"{r['name']:<14}{cells}{kl:>8}{r['finished_fraction']:>6.2f}{r['mean_response_tokens']:>6.0f}")
-    print("* Best-of-N: the analytic KL bound. Costs:")
-    for r in rows:
+        print(f"{r['name']:<22}{cells}{kl:>8}{r['finished_fraction']:>6.2f}{r['mean_response_tokens']:>6.0f}")
+    for r in section["points"]:
         if "cost" in r:
             print(f"  {r['name']}: {r['cost']}")
+        if r["kind"] == "deal":
+            print(f"  {r['name']}: {r['tokens_evaluated_per_prompt']:.0f} tokens evaluated / prompt, "
+                  f"{r['reward_calls_per_prompt']:.0f} reward rows / prompt, {r['wall_s']:.0f} s")
+
+
+def main() -> None:
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "runs" / "online"
+    target = REPO / "benchmarks" / "results" / "train_online.json"
+    previous = json.loads(target.read_text()) if target.is_file() else {}
+    result = {k: v for k, v in previous.items() if k != "reports"}
+    reports = dict(previous.get("reports", {}))
+    if (out / "report" / "front.json").is_file():
+        result.update(summarize(out, out / "report"))
+    for report in sorted(out.glob("report-*")):
+        if (report / "front.json").is_file():
+            reports[report.name] = summarize(out, report)
+    main_ref = next((p for p in result.get("points", []) if p["kind"] == "reference"), None)
+    for name, section in reports.items():
+        if name == "report-maxmin" or main_ref is None:
+            continue
+        ref = next(p for p in section["points"] if p["kind"] == "reference")
+        section["reference_matches_main"] = all(abs(ref[k] - main_ref[k]) < 1e-9 for k in result["objectives"])
+    if "report-maxmin" in reports:
+        reports["report-maxmin"]["groups"] = maxmin_groups(out) or reports["report-maxmin"].get("groups", {})
+    result["reports"] = reports
+    write_json_atomic(target, result)
+    if "points" in result:
+        print_section("report", result)
+    for name, section in reports.items():
+        print_section(name, section)
+        if "reference_matches_main" in section:
+            print(f"  reference identical to the main report's: {section['reference_matches_main']}")
+    print("* Best-of-N: the analytic KL bound; DeAL: KL of its deterministic answer, -log pi_ref(y*|x).")
 
 
 if __name__ == "__main__":

@@ -4,10 +4,13 @@
 # (benchmarks/constrained_prompts.py); reward = constraint satisfaction (checkers) + the default RM's helpfulness.
 # Usage: bash benchmarks/train_online.sh [OUT]     (default runs/online)
 #   ONLY="grpo-fixed jbond" bash benchmarks/train_online.sh   trains only those runs (the front uses what exists).
+#   Steps: grpo-fixed grpo-pama grpo-c90 grpo-hv grpo-grad grpo-c10 jbond warp front mm-pooled mm-maxmin front-maxmin
+#   DEAL="2,2,4,5,4;4,2,4,5,4" sets the DeAL searches put on the front (beams,top_k,lookahead,lam,reward_every).
 # Every run: 4 prompts x 4 samples per step, 128-token responses, LoRA r=16 (benchmarks/online/grpo_base.yaml).
 # Cost on 2 CPU cores: about 43 s per GRPO step (PAMA: one extra backward per objective), so ~15 min per run.
 set -euo pipefail
 OUT=${1:-runs/online}
+DEAL=${DEAL-"2,2,4,5,4;4,2,4,5,4"}
 PA=${PA:-.venv/bin/paretoalign}
 PY=${PY:-.venv/bin/python}
 BASE=benchmarks/online/grpo_base.yaml
@@ -44,14 +47,41 @@ run warp $PA warp --output-dir "$OUT/warp" "$PROMPTS" "$W50" max_steps=10 num_ru
   ema_rate=0.05 kl_beta=0.05 learning_rate=2.0e-4 max_new_tokens=128 max_length=256 batch_size=4 progress=false \
   "eta_grid=[0.5,1.0]" liti_eta=1.0 seed=0
 
-wanted front || exit 0
+if wanted front; then
 echo "== front"
 runs=(); names=()
 for r in grpo-fixed grpo-pama grpo-c90 grpo-hv grpo-grad grpo-c10 jbond warp; do
   if [ -f "$OUT/$r/training.json" ]; then runs+=("$OUT/$r/policy"); names+=("$r"); fi
 done
 /usr/bin/time -v $PA front --output "$OUT/report" --prompts "$OUT/prompts_eval.jsonl" --samples-per-prompt 4 \
-  --max-new-tokens 128 --bon 2,4,8,16 --seed 1 --reward-model benchmarks/online/eval_rewards.yaml \
+  --max-new-tokens 128 --bon 2,4,8,16 --deal "$DEAL" --seed 1 --reward-model benchmarks/online/eval_rewards.yaml \
   --title "SmolLM2-135M-Instruct: constraint satisfaction vs helpfulness vs KL (held-out prompts)" \
   --runs "${runs[@]}" --names "${names[@]}" > "$OUT/logs/front.log" 2>&1 || { tail -20 "$OUT/logs/front.log"; exit 1; }
 grep -v "Command being\|^\s" "$OUT/logs/front.log" | tail -30
+fi
+
+# MaxMin-RLHF with two user groups: H = 2 Bradley-Terry heads learned by EM from 6 helpful-base and 2 harmless-base
+# HH-RLHF pseudo-annotators (benchmarks/maxmin_groups.py, MiniLM; h1 = the pooled head on the same pairs). Policy:
+# GRPO on the pooled head vs GRPO with weighting=maxmin over the two group heads, on train-side prompts of both
+# subsets; the front scores held-out prompts of both subsets with each group's head. Bradley-Terry heads are defined
+# only up to a shift each, so the worst-served group is judged on standardised rewards (normalize: true): with raw
+# rewards the head with the lower offset would always win, whoever is served worse.
+MM=$OUT/maxmin
+if wanted mm-pooled || wanted mm-maxmin || wanted front-maxmin; then
+  test -f "$MM/h2/config.json" || $PY benchmarks/maxmin_groups.py --save-dir "$MM" --output "$MM/maxmin_groups.json"
+fi
+MMP="prompts=$MM/prompts_train.jsonl"
+run mm-pooled $PA grpo --config $BASE --output-dir "$OUT/mm-pooled" "$MMP" "reward_model=$MM/h1" \
+  'rewards=[{name: pooled, rm: group0}]'
+run mm-maxmin $PA grpo --config $BASE --output-dir "$OUT/mm-maxmin" "$MMP" "reward_model=$MM/h2" \
+  'rewards=[{name: group0, rm: group0, weight: 0.5}, {name: group1, rm: group1, weight: 0.5}]' weighting=maxmin \
+  'weighting_params={normalize: true}'
+if wanted front-maxmin && [ -f "$OUT/mm-pooled/training.json" ] && [ -f "$OUT/mm-maxmin/training.json" ]; then
+  echo "== front-maxmin"
+  /usr/bin/time -v $PA front --output "$OUT/report-maxmin" --prompts "$MM/prompts_eval.jsonl" --samples-per-prompt 4 \
+    --max-new-tokens 128 --bon '' --seed 1 --reward-model "$MM/h2" --weights group0=0.5,group1=0.5 \
+    --title "MaxMin-RLHF: each user group's reward (held-out prompts)" \
+    --runs "$OUT/mm-pooled/policy" "$OUT/mm-maxmin/policy" --names mm-pooled mm-maxmin \
+    > "$OUT/logs/front-maxmin.log" 2>&1 || { tail -20 "$OUT/logs/front-maxmin.log"; exit 1; }
+  grep -v "Command being\|^\s" "$OUT/logs/front-maxmin.log" | tail -10
+fi

@@ -97,7 +97,36 @@ def test_front_without_best_of_n_on_bundled_prompts(trained_dir, tiny_llama_dir,
     assert [f["name"] for f in table["fronts"]] == ["reward_vs_kl", "objective_helpfulness_vs_verbosity"]
 
 
+def test_front_with_deal_points(trained_dir, finishing_dir, tmp_path):
+    args = front_args(trained_dir, finishing_dir, tmp_path, [finishing_dir], "--names", "base", "--bon", "2",
+                      "--deal", "2,2,2,4,2; 1,1,0,0,1")
+    no_runs_args = front_args(trained_dir, finishing_dir, tmp_path, [], "--bon", "2", "--deal", "2,2,2,4,2; 1,1,0,0,1")
+    no_runs_args[no_runs_args.index("--output") + 1] = str(tmp_path / "no-runs")
+    assert main(no_runs_args) == 0  # no --runs: a valid front
+    no_runs = json.loads((tmp_path / "no-runs" / "front.json").read_text())
+    assert [p["name"] for p in no_runs["points"]] == ["reference", "best-of-2", "deal b2 k2 l2 λ4 m2",
+                                                       "deal b1 k1 l0 λ0 m1"]
+    assert main(args) == 0
+    table = json.loads((tmp_path / "report" / "front.json").read_text())
+    points = {p["name"]: p for p in table["points"]}
+    assert list(points) == ["reference", "best-of-2", "base", "deal b2 k2 l2 λ4 m2", "deal b1 k1 l0 λ0 m1"]
+    for name in ("deal b2 k2 l2 λ4 m2", "deal b1 k1 l0 λ0 m1"):
+        p = points[name]
+        assert p["kind"] == "deal" and p["num_samples"] == 3 and p["kl"] > 0 and not p["kl_is_bound"]
+        assert p["meta"]["tokens_evaluated_per_prompt"] > 0
+    # λ = 0: no reward during the search, only the returned answer's
+    assert points["deal b1 k1 l0 λ0 m1"]["meta"]["reward_calls_per_prompt"] == 1
+    assert points["deal b2 k2 l2 λ4 m2"]["meta"]["reward_calls_per_prompt"] > 1
+    assert table["meta"]["deal"] == list(points)[3:]
+    assert "deal b2 k2 l2" in (tmp_path / "report" / "index.html").read_text()
+
+
 @pytest.mark.parametrize("change, message", [
+    ({"extra": ["--deal", "2,2,4"]}, "beams,top_k,lookahead,lam,reward_every"),
+    ({"extra": ["--deal", "2,0,4,1,4"]}, "top_k must be an integer >= 1"),
+    ({"extra": ["--deal", "2,2,4,-1,4"]}, "lam must be"),
+    ({"extra": ["--deal", "2,2,4,1,4;2,2,4,1.0,4"]}, "repeated DeAL setting"),
+    ({"runs": [], "extra": ["--bon", ""]}, "nothing to compare"),
     ({"runs": ["missing"]}, "no such run directory"),
     ({"extra": ["--names", "a", "b", "c"]}, "3 names for 2 runs"),
     ({"extra": ["--weights", "nope=1"]}, "unknown objective"),

@@ -238,3 +238,34 @@ def test_default_prompts_are_a_deterministic_sample_of_distinct_short_prompts():
     assert a == default_eval_prompts(12, seed=1) and a != default_eval_prompts(12, seed=2)
     assert len(a) == 12 and len({json.dumps(p) for p in a}) == 12
     assert all(sum(len(m["content"]) for m in p) <= 400 and p[-1]["role"] == "user" for p in a)
+
+
+def test_deal_point_is_the_search_result_scored_with_its_exact_point_mass_kl(reference, rm):
+    from paretoalign.eval.policy_eval import deal_point
+    from paretoalign.inference.deal import DeALParams, deal_generate
+
+    params = DeALParams(beams=2, top_k=2, lookahead=2, lam=3.0, reward_every=2, max_new_tokens=8)
+    point = deal_point(reference, rm, PROMPTS, params)
+    results = deal_generate(reference, rm, PROMPTS, beams=2, top_k=2, lookahead=2, lam=3.0, reward_every=2,
+                            max_new_tokens=8)
+    assert point.kind == "deal" and point.name == "deal b2 k2 l2 λ3 m2" and point.num_samples == len(PROMPTS)
+    expected = rm.score(PROMPTS, [r.text for r in results]).score
+    assert point.per_prompt_reward == pytest.approx(list(expected), abs=1e-6)
+    ids = reference.encode_prompts(PROMPTS, 8)
+    kl = [-summed_logprob(reference.model, p, r.token_ids) for p, r in zip(ids, results, strict=True)]
+    assert point.kl == pytest.approx(float(np.mean(kl)), abs=1e-4) and point.kl > 0 and not point.kl_is_bound
+    assert point.finished_fraction == pytest.approx(np.mean([r.finished for r in results]))
+    assert point.meta["tokens_evaluated_per_prompt"] == pytest.approx(np.mean([r.tokens_evaluated for r in results]))
+    assert set(point.per_prompt_objectives) == set(rm.objective_names)
+    json.dumps(point.to_dict())
+
+
+def test_a_deal_search_with_one_beam_and_no_reward_is_greedy_with_its_own_kl(reference, rm):
+    from paretoalign.eval.policy_eval import deal_point
+    from paretoalign.inference.deal import DeALParams
+
+    point = deal_point(reference, rm, PROMPTS, DeALParams(beams=1, top_k=1, lam=0.0, max_new_tokens=6))
+    ids = reference.encode_prompts(PROMPTS, 6)
+    greedy = reference.sample(ids, 1, SamplingParams(temperature=0.0, max_new_tokens=6))
+    kl = [-summed_logprob(reference.model, p, c[0].token_ids) for p, c in zip(ids, greedy, strict=True)]
+    assert point.kl == pytest.approx(float(np.mean(kl)), abs=1e-4)

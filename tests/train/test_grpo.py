@@ -209,6 +209,15 @@ def test_several_rewards_log_each_component_and_their_weights(tmp_path):
         assert r["reward/length"] > 0
 
 
+def test_hypervolume_meta_reward_is_logged_each_step(tmp_path):
+    grpo(tmp_path / "run", max_steps=2, beta=0.0, rewards=TWO_REWARDS, weighting="hypervolume", scale_rewards=False)
+    rows = metric_rows(tmp_path / "run")
+    assert rows[0]["weighting/meta_reward"] == 1.0 and rows[0]["weighting/hv_contribution"] == 0.0  # the reference
+    assert all(r["weights"] == {"length": 0.5, "vowels": 0.5} for r in rows)
+    for r in rows[1:]:
+        assert r["weighting/meta_reward"] == pytest.approx(0.5 + 1.5 * np.tanh(r["weighting/hv_contribution"]))
+
+
 def test_maxmin_puts_all_weight_on_the_worst_served_reward(tmp_path):
     grpo(tmp_path / "run", max_steps=2, beta=0.0, rewards=TWO_REWARDS, weighting="maxmin")
     for r in metric_rows(tmp_path / "run"):
@@ -237,6 +246,9 @@ class FirstObjectiveOnly:
         self.calls += 1
         return np.eye(self.k)[0]
 
+    def metrics(self):
+        return {"weighting/calls": float(self.calls)}
+
     def state(self):
         return {"calls": self.calls}
 
@@ -257,6 +269,7 @@ def test_gradient_mixing_updates_with_the_mixed_per_objective_gradients(tmp_path
     for name in fixed:
         torch.testing.assert_close(mixed[name], fixed[name], atol=1e-6, rtol=0)
     assert [r["weights"] for r in metric_rows(tmp_path / "mixed")] == [{"length": 1.0, "vowels": 0.0}] * 2
+    assert [r["weighting/calls"] for r in metric_rows(tmp_path / "mixed")] == [1.0, 2.0]  # the mode's own metrics
     assert load_checkpoint(tmp_path / "mixed").method_state == {"weighting": {"calls": 2}}
 
 

@@ -78,6 +78,9 @@ def test_hypervolume_mode_meta_reward():
     assert w.contribution == 0.0 and w.sample_scale(np.zeros((1, 2)), 1)[0] == pytest.approx(0.5)
     assert sorted(w.front) == [[1.0, 2.0], [2.0, 1.0]]
     np.testing.assert_array_equal(w.last_weights, [0.5, 0.5])
+    assert w.metrics() == {"weighting/meta_reward": pytest.approx(0.5), "weighting/hv_contribution": 0.0,
+                           "weighting/front_size": 2.0}
+    assert build_weighting("fixed", [0.5, 0.5], NAMES, None).metrics() == {}
 
 
 def test_gradient_mode_hand_update():

@@ -77,6 +77,15 @@ def test_maxmin_weights_are_logged_and_checkpointed(tmp_path):
         assert state["last_weights"] == [rows[-1]["weights"]["long"], rows[-1]["weights"]["short"]]
 
 
+def test_hypervolume_meta_reward_is_logged(tmp_path):
+    model, tok = fresh_policy()
+    config = WARPConfig(**{**WARP, "output_dir": str(tmp_path / "run"), "weighting": "hypervolume"})
+    train_warp(config, PROMPTS[:2], model=model, tokenizer=tok, reward_model=TwoRewards())
+    rows = metric_rows(tmp_path / "run" / "iter0" / "run0")
+    assert rows[0]["weighting/meta_reward"] == 1.0
+    assert all({"weighting/hv_contribution", "weighting/front_size"} <= set(r) for r in rows)
+
+
 def test_fixed_weights_with_a_reward_set_log_the_configured_weights(tmp_path):
     model, tok = fresh_policy()
     config = WARPConfig(**{**WARP, "output_dir": str(tmp_path / "run"), "max_steps": 1})

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from paretoalign.errors import InputError
 
 if TYPE_CHECKING:  # the commands import these when they run (nothing heavy at start-up)
+    from paretoalign.inference.deal import DeALParams
     from paretoalign.rewards.loading import RewardModelReference
     from paretoalign.rewards.protocols import Scorer
 
@@ -166,6 +167,32 @@ def parse_bon_ns(text: str) -> list[int]:
     from paretoalign.inference.statistics import check_n
 
     return sorted({check_n(n, "--bon") for n in parse_int_list(text, "--bon") or []})
+
+
+def parse_deal_settings(text: str | None, max_new_tokens: int) -> list[DeALParams]:
+    """'2,2,4,5,4;4,2,4,5,4' -> DeAL settings (beams, top_k, lookahead, lam, reward_every); '' or None -> []."""
+    from paretoalign.inference.deal import DeALParams
+
+    settings = []
+    for k, part in enumerate(p.strip() for p in (text or "").split(";")):
+        if not part:
+            continue
+        fields = [f.strip() for f in part.split(",")]
+        try:
+            if len(fields) != 5:
+                raise ValueError
+            beams, top_k, lookahead, every = (int(fields[i]) for i in (0, 1, 2, 4))
+            lam = float(fields[3])
+        except ValueError:
+            raise InputError(f"setting {k + 1} {part!r} is not beams,top_k,lookahead,lam,reward_every "
+                             "(integers, lam a number), e.g. 2,2,4,5,4", path="command line", field="--deal") from None
+        try:
+            settings.append(DeALParams(beams=beams, top_k=top_k, lookahead=lookahead, lam=lam, reward_every=every,
+                                       max_new_tokens=max_new_tokens))
+        except InputError as err:
+            raise InputError(f"setting {k + 1} {part!r}: {err.reason}", path="command line",
+                             field=f"--deal.{err.field}") from None
+    return settings
 
 
 def parse_reward_lms(specs: Sequence[str]) -> list[tuple[str, float]]:

@@ -260,7 +260,8 @@ COMMANDS: tuple[Command, ...] = (
                     "multi-objective RM, estimates KL(policy || reference) by Monte Carlo, adds Best-of-N from the "
                     "reference at its KL bound, and writes front.json, reward_vs_kl.png, objective_<a>_vs_<b>.png "
                     "and index.html.",
-        flags=(flag("--runs", nargs="+", required=True, metavar="DIR", help="Saved policy directories."),
+        flags=(flag("--runs", nargs="*", default=[], metavar="DIR",
+                    help="Saved policy directories (none: only the reference, Best-of-N and DeAL points)."),
                flag("--output", required=True, metavar="DIR", help="Report directory."),
                flag("--reference", default="smollm2", help="Reference policy: alias, .gguf file, local directory or "
                                                            "hub id (KL is measured to it)."),
@@ -273,6 +274,10 @@ COMMANDS: tuple[Command, ...] = (
                flag("--samples-per-prompt", type=positive_int, default=4,
                     help="Responses per prompt for each policy."),
                flag("--bon", default="2,4,8,16", help="Best-of-N sizes from the reference ('' disables)."),
+               flag("--deal", default="",
+                    help="DeAL searches from the reference, guided by the same reward: semicolon-separated "
+                         "beams,top_k,lookahead,lam,reward_every settings, e.g. '2,2,4,5,4;4,2,4,5,4' "
+                         "(default: none)."),
                WEIGHTS,
                flag("--names", nargs="+", help="Display names of the runs, one per --runs directory."),
                flag("--objectives",

@@ -17,6 +17,7 @@ from paretoalign.cli.args import (
     check_rm_weights,
     load_cli_reward_model,
     parse_bon_ns,
+    parse_deal_settings,
     parse_weights,
 )
 from paretoalign.errors import InputError
@@ -58,6 +59,8 @@ def cmd_front(args: argparse.Namespace) -> int:
     from paretoalign.eval.policy_eval import (
         best_of_n_points,
         check_same_tokenizer,
+        deal_name,
+        deal_point,
         default_eval_prompts,
         evaluate_policy,
     )
@@ -79,7 +82,14 @@ def cmd_front(args: argparse.Namespace) -> int:
     outputs.check_output_dir(args.output, outputs.FRONT_REPORT, overwrite=args.overwrite, field="--output",
                              inputs=[*args.runs, args.reference, args.reward_model, args.prompts])
     ns = parse_bon_ns(args.bon)
-    names = front_run_names(args.runs, args.names, {"reference", *(f"best-of-{n}" for n in ns)})
+    deal_settings = parse_deal_settings(args.deal, args.max_new_tokens)
+    deal_names = [deal_name(d) for d in deal_settings]
+    if len(set(deal_names)) != len(deal_names):
+        raise InputError(f"repeated DeAL setting in {args.deal!r}", path="command line", field="--deal")
+    names = front_run_names(args.runs, args.names, {"reference", *(f"best-of-{n}" for n in ns), *deal_names})
+    if not (args.runs or ns or deal_settings):
+        raise InputError("nothing to compare with the reference: give --runs, --bon or --deal", path="command line",
+                         field="--runs")
     weights = parse_weights(args.weights)
     objectives = [s.strip() for s in args.objectives.split(",") if s.strip()] if args.objectives else None
     if objectives is not None and len(set(objectives)) < 2:
@@ -123,8 +133,13 @@ def cmd_front(args: argparse.Namespace) -> int:
         points.append(evaluate_policy(policy, reference, reward_model, prompts,
                                       samples_per_prompt=args.samples_per_prompt, params=params, weights=weights,
                                       name=name, source=str(run), batch_rows=args.batch_rows))
+    for setting, name in zip(deal_settings, deal_names, strict=True):
+        print(f"DeAL search from the reference: {name} ...", file=sys.stderr)
+        points.append(deal_point(reference, reward_model, prompts, setting, weights=weights, name=name,
+                                 batch_rows=args.batch_rows))
     meta = {"prompts": prompt_source, "num_prompts": len(prompts), "samples_per_prompt": args.samples_per_prompt,
-            "best_of_n": ns, "sampling_params": asdict(params), "reward_model": str(args.reward_model),
+            "best_of_n": ns, "deal": deal_names, "sampling_params": asdict(params),
+            "reward_model": str(args.reward_model),
             "objectives": reward_model.objective_names, "weights": weights if weights is not None else "gating",
             "reference": str(args.reference), "runs": dict(zip(names, map(str, args.runs), strict=True)),
             "wall_s": round(time.perf_counter() - t0, 1), "paretoalign_version": __version__}

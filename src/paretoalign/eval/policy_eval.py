@@ -16,6 +16,10 @@ Supports:
   in the report), and ``per_prompt_reward`` is NaN (JSON null) for the others. Its KL is the analytic bound
   log n − (n−1)/n (ALGORITHMS.md §3, marked ``kl_is_bound``); plus the reference itself at KL 0 (mean over all draws,
   finished or not, like a policy point);
+- `deal_point`: DeAL search (`inference.deal`) from the reference, guided by the same scorer and weights, one
+  response per prompt (every prompt answered, finished or cut at the budget). The search is deterministic, so its
+  policy is a point mass on the response y*(x) and KL(δ‖π_ref) = −log π_ref(y*|x) exactly (teacher-forced, like the
+  policies' log-probs); ``meta`` carries the search's cost (mean ``tokens_evaluated`` and reward rows per prompt);
 - weights: None = the RM's gated (prompt-conditioned) score, or a {objective: weight} dict (see `RewardModel`).
 
 Means are over all samples; standard errors are over prompts (the samples of one prompt are not independent).
@@ -44,9 +48,10 @@ from paretoalign.inference.selection import pick_indices
 from paretoalign.inference.statistics import bon_kl_bound, check_n
 
 if TYPE_CHECKING:
+    from paretoalign.inference.deal import DeALParams
     from paretoalign.rewards.protocols import Scorer
 
-KINDS = ("policy", "reference", "best_of_n")
+KINDS = ("policy", "reference", "best_of_n", "deal")
 DEFAULT_BON_NS = (2, 4, 8, 16)
 DEFAULT_PROMPT_MAX_CHARS = 400
 
@@ -57,7 +62,7 @@ class FrontPoint:
 
     name: str
     kind: str
-    """"policy", "reference" or "best_of_n"."""
+    """"policy", "reference", "best_of_n" or "deal"."""
     n: int | None
     """N of a Best-of-N point, else None."""
     reward: float
@@ -330,3 +335,36 @@ def default_eval_prompts(num_prompts: int, seed: int = 0, max_chars: int = DEFAU
     keys = sorted(unique)
     picked = random.Random(seed).sample(keys, min(num_prompts, len(keys)))
     return [unique[k] for k in picked]
+
+
+def deal_name(params: DeALParams) -> str:
+    """The point name of a DeAL setting, e.g. 'deal b2 k2 l4 λ5 m4'."""
+    return (f"deal b{params.beams} k{params.top_k} l{params.lookahead} λ{params.lam:g} m{params.reward_every}")
+
+
+def deal_point(reference: Policy, reward_model: Scorer, prompts: Sequence[PromptLike], params: DeALParams, *,
+               weights: Any = None, name: str | None = None, batch_rows: int = DEFAULT_BATCH_ROWS) -> FrontPoint:
+    """DeAL from the reference on every prompt: reward of its one response each and KL = mean −log π_ref(y*|x)."""
+    from paretoalign.inference.deal import deal_generate
+
+    messages, prompt_ids = _prepare(reference, reward_model, prompts, weights, params.sampling)
+    t0 = time.perf_counter()
+    results = deal_generate(reference, reward_model, messages, beams=params.beams, top_k=params.top_k,
+                            lookahead=params.lookahead, lam=params.lam, reward_every=params.reward_every,
+                            max_new_tokens=params.max_new_tokens, weights=weights, stop=params.stop,
+                            select_by=params.select_by, batch_rows=batch_rows)
+    wall = round(time.perf_counter() - t0, 3)
+    # the final texts scored again in one call, exactly as every other point's responses are
+    out = reward_model.score(messages, [r.text for r in results], weights=weights)
+    names = list(out.objective_names)
+    neg_logp = np.array([-float(np.sum(reference.response_logprobs(ids, [r.token_ids])[0]))
+                         for ids, r in zip(prompt_ids, results, strict=True)])
+    meta = {"kl_of": "point mass on the search's response: -log pi_ref(y*|x)", "reference": reference.name,
+            "deal": {k: v for k, v in asdict(params).items() if k != "stop"},
+            "tokens_evaluated_per_prompt": float(np.mean([r.tokens_evaluated for r in results])),
+            "reward_calls_per_prompt": float(np.mean([r.reward_calls for r in results])), "wall_s": wall}
+    return _point(name or deal_name(params), "deal", None,
+                  np.asarray(out.score, dtype=np.float64).reshape(-1, 1),
+                  np.asarray(out.objectives, dtype=np.float64).reshape(len(results), 1, len(names)), names,
+                  np.array([[r.finished] for r in results]), np.array([[len(r.token_ids)] for r in results]),
+                  float(neg_logp.mean()), _stderr_over_prompts(neg_logp), False, reference.name, meta)

@@ -41,7 +41,7 @@ REWARD_KL = "reward_vs_kl"
 DEFAULT_TITLE = "Reward–KL trade-off"
 DEFAULT_NUM_OBJECTIVES = 3
 KIND_STYLE = {"reference": {"marker": "s", "color": "black"}, "best_of_n": {"marker": "o", "color": "tab:orange"},
-              "policy": {"marker": "o", "color": "tab:blue"}}
+              "policy": {"marker": "o", "color": "tab:blue"}, "deal": {"marker": "D", "color": "tab:purple"}}
 
 
 # ---------------------------------------------------------------- fronts
@@ -128,7 +128,7 @@ def _share(fraction: float) -> str:
 def _draw_points(ax: Any, points: Sequence[FrontPoint], xs: np.ndarray, ys: np.ndarray, mask: np.ndarray) -> None:
     """Markers by kind (Best-of-N open), name labels and rings around the non-dominated points."""
     seen: set[str] = set()
-    legend = {"reference": "reference", "policy": "policy",
+    legend = {"reference": "reference", "policy": "policy", "deal": "DeAL search (KL = −log π_ref(y*|x))",
               "best_of_n": "Best-of-N (open: KL is the bound log N − (N−1)/N)"}
     for p, x, y in zip(points, xs, ys, strict=True):
         style = KIND_STYLE[p.kind]
@@ -165,7 +165,7 @@ def plot_reward_vs_kl(points: Sequence[FrontPoint], mask: np.ndarray, title: str
         ax.plot([p.kl for p in chain], [p.reward for p in chain], linestyle="--", color="tab:orange", linewidth=1.0,
                 zorder=1)
     for p in points:
-        if p.kind == "policy":
+        if p.kind in ("policy", "deal"):
             gain_se = _gain(p, points)[1]
             ax.errorbar([p.kl], [p.reward], xerr=None if p.kl_stderr is None else [p.kl_stderr],
                         yerr=None if gain_se is None else [gain_se], fmt="none",

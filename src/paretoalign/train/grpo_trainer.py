@@ -243,6 +243,7 @@ def train_grpo(config: GRPOConfig, prompts: Sequence[Any] | None = None, *, mode
             "response_tokens": float(np.mean([len(s.response_ids) for s in flat])),
             "grad_norm": mean_finite([n for n in norms if n is not None]) if norms[0] is not None else None,
         }
+        record.update(weighting.metrics())
         if mixes:
             record["step_weights"] = {name: float(weights[k]) for k, name in enumerate(source.names)}
         run.log(record)

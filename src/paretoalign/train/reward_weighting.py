@@ -72,6 +72,10 @@ class RewardWeighting(Protocol):
         """(K,) weights of the objectives' flat gradients for this update (gradient modes only)."""
         ...
 
+    def metrics(self) -> dict[str, float]:
+        """The mode's own numbers of the last step, logged as ``weighting/<name>`` (may be empty)."""
+        ...
+
     def state(self) -> dict[str, Any]:
         """JSON-able state for the checkpoint."""
         ...
@@ -164,6 +168,10 @@ class BaseWeighting:
     def sample_scale(self, rewards: np.ndarray, group_size: int) -> np.ndarray | None:
         """No per-sample multiplier."""
         return None
+
+    def metrics(self) -> dict[str, float]:
+        """The mode's own numbers of the last step for metrics.jsonl (``weighting/<name>``); none by default."""
+        return {}
 
     def mix_gradients(self, grads: Sequence[torch.Tensor], step: int) -> np.ndarray:
         """Only gradient modes mix gradients."""
@@ -265,6 +273,11 @@ class HypervolumeWeighting(BaseWeighting):
     def sample_scale(self, rewards: np.ndarray, group_size: int) -> np.ndarray | None:
         """The current meta-reward for every sample."""
         return np.full(np.asarray(rewards).shape[0], self.scale)
+
+    def metrics(self) -> dict[str, float]:
+        """Meta-reward m, hypervolume contribution Δ and buffer size of the last step."""
+        return {"weighting/meta_reward": float(self.scale), "weighting/hv_contribution": float(self.contribution),
+                "weighting/front_size": float(len(self.front))}
 
     def _extra_state(self) -> dict[str, Any]:
         return {"reference": self.reference, "front": self.front, "scale": self.scale,

@@ -262,7 +262,7 @@ def rl_run(config: WARPConfig, init_model: CausalLM, tokenizer: Tokenizer, rewar
                  "reward": mean_finite([s.reward for s in flat]), "kl": mean_finite(stats["kl"]),
                  "shaped_reward": mean_finite(stats["shaped"]),
                  "finished": sum(s.finished for s in flat) / max(len(flat), 1), "grad_norm": norm,
-                 "weights": weighting.named_weights(),
+                 "weights": weighting.named_weights(), **weighting.metrics(),
                  **({f"reward/{n}": float(matrix[:, j].mean()) for j, n in enumerate(weighting.names)}
                     if source.multi else {}),
                  **({"train_reward": mean_finite(train_reward.tolist())} if config.weighting != "fixed" else {})})
