@@ -93,6 +93,19 @@ def summarize(out: Path, report: Path) -> dict:
             "num_prompts": ref.num_prompts, "objectives": names, "points": rows}
 
 
+def versus(report: Path, name: str, baseline: str) -> dict:
+    """Paired gain of one point over another on every objective (± s.e. over prompts), e.g. MaxMin vs pooled."""
+    points = {p.name: p for p in load_points(report)}
+    if name not in points or baseline not in points:
+        return {}
+    first, second = points[name], points[baseline]
+    result = {"point": name, "baseline": baseline}
+    for k in first.objectives:
+        gain, se = paired_gain(first, second, k)
+        result[k] = {"gain": gain, "se": se}
+    return result
+
+
 def maxmin_groups(out: Path) -> dict:
     """Which head is the minority group's (fewer users) in OUT/maxmin/h2/assignments.json."""
     path = out / "maxmin" / "h2" / "assignments.json"
@@ -141,12 +154,19 @@ def main() -> None:
         section["reference_matches_main"] = all(abs(ref[k] - main_ref[k]) < 1e-9 for k in result["objectives"])
     if "report-maxmin" in reports:
         reports["report-maxmin"]["groups"] = maxmin_groups(out) or reports["report-maxmin"].get("groups", {})
+        if (out / "report-maxmin" / "front.json").is_file():
+            reports["report-maxmin"]["maxmin_vs_pooled"] = versus(out / "report-maxmin", "mm-maxmin", "mm-pooled")
     result["reports"] = reports
     write_json_atomic(target, result)
     if "points" in result:
         print_section("report", result)
     for name, section in reports.items():
         print_section(name, section)
+        if section.get("maxmin_vs_pooled"):
+            vs = section["maxmin_vs_pooled"]
+            print(f"  {vs['point']} - {vs['baseline']}: " + ", ".join(
+                f"{k} {v['gain']:+.3f} ± {v['se'] or 0:.3f}" for k, v in vs.items() if isinstance(v, dict))
+                + f" (minority: {section.get('groups', {}).get('minority_group')})")
         if "reference_matches_main" in section:
             print(f"  reference identical to the main report's: {section['reference_matches_main']}")
     print("* Best-of-N: the analytic KL bound; DeAL: KL of its deterministic answer, -log pi_ref(y*|x).")

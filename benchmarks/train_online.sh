@@ -4,7 +4,8 @@
 # (benchmarks/constrained_prompts.py); reward = constraint satisfaction (checkers) + the default RM's helpfulness.
 # Usage: bash benchmarks/train_online.sh [OUT]     (default runs/online)
 #   ONLY="grpo-fixed jbond" bash benchmarks/train_online.sh   trains only those runs (the front uses what exists).
-#   Steps: grpo-fixed grpo-pama grpo-c90 grpo-hv grpo-grad grpo-c10 jbond warp front mm-pooled mm-maxmin front-maxmin
+#   Steps: grpo-fixed grpo-pama grpo-c90 grpo-hv grpo-grad grpo-fixed-s1 grpo-c10 jbond warp front mm-pooled mm-maxmin
+#   front-maxmin
 #   DEAL="2,2,4,5,4;4,2,4,5,4" sets the DeAL searches put on the front (beams,top_k,lookahead,lam,reward_every).
 # Every run: 4 prompts x 4 samples per step, 128-token responses, LoRA r=16 (benchmarks/online/grpo_base.yaml).
 # Cost on 2 CPU cores: about 43 s per GRPO step (PAMA: one extra backward per objective), so ~15 min per run.
@@ -38,6 +39,8 @@ run grpo-c90 $PA grpo --config $BASE --output-dir "$OUT/grpo-c90" "$PROMPTS" "$W
 run grpo-hv $PA grpo --config $BASE --output-dir "$OUT/grpo-hv" "$PROMPTS" "$W50" weighting=hypervolume \
   scale_rewards=false
 run grpo-grad $PA grpo --config $BASE --output-dir "$OUT/grpo-grad" "$PROMPTS" "$W50" weighting=gradient
+# The 0.5/0.5 run again with another training seed (sampling and prompt order), to see run-to-run spread
+run grpo-fixed-s1 $PA grpo --config $BASE --output-dir "$OUT/grpo-fixed-s1" "$PROMPTS" "$W50" seed=1
 run grpo-c10 $PA grpo --config $BASE --output-dir "$OUT/grpo-c10" "$PROMPTS" "$W10"
 # J-BOND: Best-of-2 of an EMA anchor on the same scalar reward (0.5/0.5), 20 steps of 4 prompts
 run jbond $PA bond --output-dir "$OUT/jbond" "$PROMPTS" "$W50" variant=jbond max_steps=20 anchor_ema=0.05 \
@@ -50,7 +53,7 @@ run warp $PA warp --output-dir "$OUT/warp" "$PROMPTS" "$W50" max_steps=10 num_ru
 if wanted front; then
 echo "== front"
 runs=(); names=()
-for r in grpo-fixed grpo-pama grpo-c90 grpo-hv grpo-grad grpo-c10 jbond warp; do
+for r in grpo-fixed grpo-fixed-s1 grpo-pama grpo-c90 grpo-hv grpo-grad grpo-c10 jbond warp; do
   if [ -f "$OUT/$r/training.json" ]; then runs+=("$OUT/$r/policy"); names+=("$r"); fi
 done
 /usr/bin/time -v $PA front --output "$OUT/report" --prompts "$OUT/prompts_eval.jsonl" --samples-per-prompt 4 \

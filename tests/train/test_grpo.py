@@ -212,7 +212,7 @@ def test_several_rewards_log_each_component_and_their_weights(tmp_path):
 def test_hypervolume_meta_reward_is_logged_each_step(tmp_path):
     grpo(tmp_path / "run", max_steps=2, beta=0.0, rewards=TWO_REWARDS, weighting="hypervolume", scale_rewards=False)
     rows = metric_rows(tmp_path / "run")
-    assert rows[0]["weighting/meta_reward"] == 1.0 and rows[0]["weighting/hv_contribution"] == 0.0  # the reference
+    assert rows[0]["weighting/meta_reward"] == 1.0 and rows[0]["weighting/hv_contribution"] == 0.0  # nothing before it
     assert all(r["weights"] == {"length": 0.5, "vowels": 0.5} for r in rows)
     for r in rows[1:]:
         assert r["weighting/meta_reward"] == pytest.approx(0.5 + 1.5 * np.tanh(r["weighting/hv_contribution"]))

@@ -62,18 +62,24 @@ def test_hypervolume_of_hand_fronts():
 
 def test_hypervolume_mode_meta_reward():
     w = build_weighting("hypervolume", [0.5, 0.5], NAMES, None)
-    # step 0: the batch mean (0, 0) becomes the reference; meta-reward 1
+
+    def m(contribution: float) -> float:  # the meta-reward at base 0.5, gain 1.5
+        return 0.5 + 1.5 * math.tanh(contribution)
+
+    # step 0: nothing to compare with; the mean (0, 0) starts the archive, meta-reward 1
     np.testing.assert_array_equal(w.step_weights(np.array([[0.0, 0.0], [0.0, 0.0]]), 2, 0), [0.5, 0.5])
     np.testing.assert_array_equal(w.sample_scale(np.zeros((2, 2)), 2), [1.0, 1.0])
-    # step 1: mean (1, 2) adds hypervolume 2
+    # step 1: mean (1, 2); range (1, 2) -> reference (-0.1, -0.2); it adds 1.1*2.2 - 0.1*0.2 of a 1.1*2.2 box
     w.step_weights(np.array([[1.0, 2.0], [1.0, 2.0]]), 2, 1)
-    assert w.contribution == pytest.approx(2.0)
-    np.testing.assert_allclose(w.sample_scale(np.zeros((3, 2)), 2), [0.5 + 1.5 * math.tanh(2.0)] * 3)
-    # step 2: mean (2, 1) adds 1 more (union 3)
+    np.testing.assert_allclose(w.reference(), [-0.1, -0.2])
+    assert w.contribution == pytest.approx(2.40 / 2.42)
+    np.testing.assert_allclose(w.sample_scale(np.zeros((3, 2)), 2), [m(2.40 / 2.42)] * 3)
+    assert w.front == [[1.0, 2.0]]  # (0, 0) is dominated now
+    # step 2: mean (2, 1); reference (-0.2, -0.2); adds (2 - 1) * (1 + 0.2) of a 2.2*2.2 box
     w.step_weights(np.array([[2.0, 0.0], [2.0, 2.0]]), 2, 2)
-    assert w.contribution == pytest.approx(1.0)
-    assert w.sample_scale(np.zeros((1, 2)), 2)[0] == pytest.approx(0.5 + 1.5 * math.tanh(1.0))
-    # step 3: a dominated mean adds nothing: meta-reward = base, the front is unchanged
+    assert w.contribution == pytest.approx(1.2 / 4.84)
+    assert w.sample_scale(np.zeros((1, 2)), 2)[0] == pytest.approx(m(1.2 / 4.84))
+    # step 3: a dominated mean adds nothing: meta-reward = base, the archive is unchanged
     w.step_weights(np.array([[0.5, 0.5]]), 1, 3)
     assert w.contribution == 0.0 and w.sample_scale(np.zeros((1, 2)), 1)[0] == pytest.approx(0.5)
     assert sorted(w.front) == [[1.0, 2.0], [2.0, 1.0]]
@@ -81,6 +87,24 @@ def test_hypervolume_mode_meta_reward():
     assert w.metrics() == {"weighting/meta_reward": pytest.approx(0.5), "weighting/hv_contribution": 0.0,
                            "weighting/front_size": 2.0}
     assert build_weighting("fixed", [0.5, 0.5], NAMES, None).metrics() == {}
+
+
+def test_hypervolume_a_good_first_batch_does_not_freeze_the_meta_reward():
+    # the first mean is better than later ones in b; a later mean better in a is still non-dominated and rewarded
+    w = build_weighting("hypervolume", [0.5, 0.5], NAMES, {"margin": 0.0})
+    w.step_weights(np.array([[0.5, 1.0]]), 1, 0)
+    w.step_weights(np.array([[0.9, 0.2]]), 1, 1)
+    # reference = nadir (0.5, 0.2); (0.9, 0.2) adds zero width in b at margin 0 ...
+    assert w.contribution == 0.0
+    w.step_weights(np.array([[1.0, 0.6]]), 1, 2)
+    # ... (1.0, 0.6) adds (1.0 - 0.5) * (0.6 - 0.2) of the (1.0 - 0.5) * (1.0 - 0.2) box
+    assert w.contribution == pytest.approx(0.5 * 0.4 / (0.5 * 0.8))
+    assert w.scale > 0.5
+    # scale-free: the same run with the second objective in other units gives the same contributions
+    v = build_weighting("hypervolume", [0.5, 0.5], NAMES, {"margin": 0.0})
+    for step, r in enumerate([[0.5, 1.0], [0.9, 0.2], [1.0, 0.6]]):
+        v.step_weights(np.array([[r[0], 100.0 * r[1] - 7.0]]), 1, step)
+    assert v.contribution == pytest.approx(w.contribution)
 
 
 def test_gradient_mode_hand_update():

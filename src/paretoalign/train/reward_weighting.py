@@ -240,30 +240,50 @@ def _non_dominated(points: list[list[float]]) -> list[list[float]]:
 
 
 class HypervolumeWeighting(BaseWeighting):
-    """Hypervolume-guided adaptation: the configured weights, rewards scaled by a hypervolume meta-reward."""
+    """Hypervolume-guided adaptation: the configured weights, rewards scaled by a hypervolume meta-reward.
+
+    Each step's mean reward vector is compared with an archive of the non-dominated means of earlier steps. The
+    hypervolume reference is the nadir of every mean seen so far, moved back by `margin` of each objective's observed
+    range, and the contribution is divided by the volume of the box between that reference and the ideal point, so
+    it is a fraction in [0, 1] whatever the rewards' scales. (A fixed reference such as the first batch's mean lets one
+    lucky first batch dominate every later one, and the meta-reward then never leaves `base`.)
+    """
 
     name = "hypervolume"
 
-    def __init__(self, weights: np.ndarray, names: Sequence[str], *, base: float, gain: float) -> None:
+    def __init__(self, weights: np.ndarray, names: Sequence[str], *, base: float, gain: float,
+                 margin: float) -> None:
         super().__init__(weights, names)
         self.base = float(base)
         self.gain = float(gain)
-        self.reference: list[float] | None = None
+        self.margin = float(margin)
+        self.low: list[float] | None = None
+        self.high: list[float] | None = None
         self.front: list[list[float]] = []
         self.scale = 1.0
         self.contribution = 0.0
 
+    def reference(self) -> np.ndarray:
+        """The hypervolume reference point: the nadir seen so far minus `margin` of each objective's range."""
+        low, high = np.asarray(self.low), np.asarray(self.high)
+        span = high - low
+        return low - self.margin * np.where(span > 0, span, 1.0)
+
     def step_weights(self, rewards: np.ndarray, group_size: int, step: int) -> np.ndarray:
         """Update the meta-reward from the batch's mean vector; return the configured weights."""
         point = _rewards(rewards, self.k).mean(axis=0)
-        if self.reference is None:
-            self.reference = point.tolist()
+        if self.low is None:  # nothing to compare the first batch with
+            self.low, self.high = point.tolist(), point.tolist()
+            self.front = [point.tolist()]
             self.scale, self.contribution = 1.0, 0.0
         else:
-            ref = np.asarray(self.reference)
-            before = hypervolume(np.asarray(self.front).reshape(-1, self.k), ref)
-            after = hypervolume(np.vstack([np.asarray(self.front).reshape(-1, self.k), point[None]]), ref)
-            self.contribution = max(after - before, 0.0)
+            self.low = np.minimum(self.low, point).tolist()
+            self.high = np.maximum(self.high, point).tolist()
+            ref = self.reference()
+            front = np.asarray(self.front).reshape(-1, self.k)
+            gained = hypervolume(np.vstack([front, point[None]]), ref) - hypervolume(front, ref)
+            box = float(np.prod(np.asarray(self.high) - ref))
+            self.contribution = max(gained, 0.0) / box if box > 0 else 0.0
             self.scale = self.base + self.gain * math.tanh(self.contribution)
             if self.contribution > 0:
                 self.front = _non_dominated([*self.front, point.tolist()])
@@ -275,17 +295,21 @@ class HypervolumeWeighting(BaseWeighting):
         return np.full(np.asarray(rewards).shape[0], self.scale)
 
     def metrics(self) -> dict[str, float]:
-        """Meta-reward m, hypervolume contribution Δ and buffer size of the last step."""
+        """Meta-reward m, relative hypervolume contribution and archive size of the last step."""
         return {"weighting/meta_reward": float(self.scale), "weighting/hv_contribution": float(self.contribution),
                 "weighting/front_size": float(len(self.front))}
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"reference": self.reference, "front": self.front, "scale": self.scale,
+        return {"low": self.low, "high": self.high, "front": self.front, "scale": self.scale,
                 "contribution": self.contribution}
 
     def _load_extra(self, state: Mapping[str, Any]) -> None:
-        ref = state.get("reference")
-        self.reference = None if ref is None else _float_list(ref, self.k, "reference")
+        if ("low" in state) != ("high" in state) or "low" not in state:
+            raise InputError("bad weighting state: low and high are required (a checkpoint of an older version?)",
+                             field="method_state.weighting")
+        low, high = state.get("low"), state.get("high")
+        self.low = None if low is None else _float_list(low, self.k, "low")
+        self.high = None if high is None else _float_list(high, self.k, "high")
         front = state.get("front")
         if not isinstance(front, list):
             raise InputError("bad weighting state: front must be a list", field="method_state.weighting")
@@ -498,8 +522,11 @@ WEIGHTING_SPECS: dict[str, WeightingSpec] = {
         "hypervolume", "Hypervolume-guided adaptation: rewards times base + gain*tanh(hypervolume contribution).",
         False,
         (WeightingParam("base", (int, float), 0.5, "Meta-reward with no hypervolume gain.", _non_negative),
-         WeightingParam("gain", (int, float), 1.5, "Meta-reward gain: base + gain*tanh(contribution).",
-                        _non_negative)),
+         WeightingParam("gain", (int, float), 1.5, "Meta-reward gain: base + gain*tanh(contribution), the "
+                        "contribution a fraction of the box between the reference and the ideal point.",
+                        _non_negative),
+         WeightingParam("margin", (int, float), 0.1, "The reference point lies this fraction of each objective's "
+                        "observed range below the worst mean seen.", _non_negative)),
         HypervolumeWeighting),
     "gradient": WeightingSpec(
         "gradient", "Gradient-based weights: w <- softmax(log w + step_size * sum_j <g_k, g_j>).", True,
