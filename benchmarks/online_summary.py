@@ -9,7 +9,11 @@ over prompts (`eval.policy_eval.paired_gain`), KL, finished fraction, response t
 the tokens evaluated per prompt. Writes benchmarks/results/train_online.json (paths relative to the repo): the main
 report at the top level, the others under ``reports``; a report not present in OUT keeps its section from the
 previous file (runs/ is not kept between machines), and an extra report whose reference differs from the main one
-(not the same prompts, seed or sampler) is flagged (``reference_matches_main``). Prints a table per report.
+(not the same prompts, seed or sampler, or fewer draws: a front without Best-of-N averages its reference over
+`--samples-per-prompt` draws, with Best-of-N over max N) is flagged (``reference_matches_main``). Paired comparisons
+beside the gains: MaxMin vs the pooled run, each DeAL point vs the Best-of-N of nearest tokens evaluated, and the
+dynamic-weight runs (report-dyn) vs the fixed-weight seed-1 run (report-seed; same reference draws). Prints a table
+per report.
 Run: ``.venv/bin/python benchmarks/online_summary.py [OUT]`` (default runs/online).
 """
 
@@ -106,6 +110,42 @@ def versus(report: Path, name: str, baseline: str) -> dict:
     return result
 
 
+def dynamic_vs_fixed(out: Path) -> list[dict]:
+    """Each report-dyn policy against report-seed's fixed-weight run, when both fronts drew the same reference."""
+    dyn, seed = out / "report-dyn", out / "report-seed"
+    if not ((dyn / "front.json").is_file() and (seed / "front.json").is_file()):
+        return []
+    a = {p.name: p for p in load_points(dyn)}
+    b = {p.name: p for p in load_points(seed)}
+    if a["reference"].per_prompt_objectives != b["reference"].per_prompt_objectives:
+        return []  # different draws: not paired
+    fixed = next(p for p in b.values() if p.kind == "policy")
+    result = []
+    for p in (p for p in a.values() if p.kind == "policy"):
+        row = {"point": p.name, "baseline": fixed.name}
+        for k in p.objectives:
+            gain, se = paired_gain(p, fixed, k)
+            row[k] = {"gain": gain, "se": se}
+        result.append(row)
+    return result
+
+
+def deal_vs_best_of_n(report: Path, section: dict) -> list[dict]:
+    """Each DeAL point against the Best-of-N point whose tokens evaluated per prompt are closest (equal compute)."""
+    rows = section["points"]
+    bons = [r for r in rows if r["kind"] == "best_of_n"]
+    result = []
+    for deal in (r for r in rows if r["kind"] == "deal"):
+        if not bons or deal.get("tokens_evaluated_per_prompt") is None:
+            continue
+        bon = min(bons, key=lambda b: abs(b["tokens_evaluated_per_prompt"] - deal["tokens_evaluated_per_prompt"]))
+        compared = versus(report, deal["name"], bon["name"])
+        compared["tokens_evaluated_per_prompt"] = {"deal": deal["tokens_evaluated_per_prompt"],
+                                                   "best_of_n": bon["tokens_evaluated_per_prompt"]}
+        result.append(compared)
+    return result
+
+
 def maxmin_groups(out: Path) -> dict:
     """Which head is the minority group's (fewer users) in OUT/maxmin/h2/assignments.json."""
     path = out / "maxmin" / "h2" / "assignments.json"
@@ -146,6 +186,11 @@ def main() -> None:
     for report in sorted(out.glob("report-*")):
         if (report / "front.json").is_file():
             reports[report.name] = summarize(out, report)
+    for name, section in [("report", result), *reports.items()]:
+        if (out / name / "front.json").is_file():
+            section["deal_vs_best_of_n"] = deal_vs_best_of_n(out / name, section) or section.get("deal_vs_best_of_n")
+    if "report-dyn" in reports:
+        reports["report-dyn"]["versus_fixed"] = dynamic_vs_fixed(out) or reports["report-dyn"].get("versus_fixed", [])
     main_ref = next((p for p in result.get("points", []) if p["kind"] == "reference"), None)
     for name, section in reports.items():
         if name == "report-maxmin" or main_ref is None:
@@ -162,6 +207,14 @@ def main() -> None:
         print_section("report", result)
     for name, section in reports.items():
         print_section(name, section)
+        for vs in section.get("versus_fixed") or []:
+            print(f"  {vs['point']} - {vs['baseline']} (same draws): " + ", ".join(
+                f"{k} {v['gain']:+.3f} ± {v['se'] or 0:.3f}" for k, v in vs.items() if isinstance(v, dict)))
+        for vs in section.get("deal_vs_best_of_n") or []:
+            tokens = vs["tokens_evaluated_per_prompt"]
+            print(f"  {vs['point']} ({tokens['deal']:.0f} tokens) - {vs['baseline']} ({tokens['best_of_n']:.0f}): "
+                  + ", ".join(f"{k} {v['gain']:+.3f} ± {v['se'] or 0:.3f}" for k, v in vs.items()
+                              if isinstance(v, dict) and "gain" in v))
         if section.get("maxmin_vs_pooled"):
             vs = section["maxmin_vs_pooled"]
             print(f"  {vs['point']} - {vs['baseline']}: " + ", ".join(
