@@ -102,8 +102,12 @@ def versus(report: Path, name: str, baseline: str) -> dict:
     points = {p.name: p for p in load_points(report)}
     if name not in points or baseline not in points:
         return {}
-    first, second = points[name], points[baseline]
-    result = {"point": name, "baseline": baseline}
+    return compare(points[name], points[baseline])
+
+
+def compare(first: FrontPoint, second: FrontPoint) -> dict:
+    """Paired gain of `first` over `second` on each objective, with its s.e. over prompts."""
+    result: dict = {"point": first.name, "baseline": second.name}
     for k in first.objectives:
         gain, se = paired_gain(first, second, k)
         result[k] = {"gain": gain, "se": se}
@@ -120,14 +124,7 @@ def dynamic_vs_fixed(out: Path) -> list[dict]:
     if a["reference"].per_prompt_objectives != b["reference"].per_prompt_objectives:
         return []  # different draws: not paired
     fixed = next(p for p in b.values() if p.kind == "policy")
-    result = []
-    for p in (p for p in a.values() if p.kind == "policy"):
-        row = {"point": p.name, "baseline": fixed.name}
-        for k in p.objectives:
-            gain, se = paired_gain(p, fixed, k)
-            row[k] = {"gain": gain, "se": se}
-        result.append(row)
-    return result
+    return [compare(p, fixed) for p in a.values() if p.kind == "policy"]
 
 
 def deal_vs_best_of_n(report: Path, section: dict) -> list[dict]:
